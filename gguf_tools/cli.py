@@ -1,0 +1,168 @@
+"""The `gguf-tools` command: a thin layer over the Python API.
+
+Every failure the user can act on is a typed error mapped to one exit code here, in ``main``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+
+from .errors import EXIT_CODES, EXIT_INTERRUPTED, GGUFToolsError, exit_code
+
+app = typer.Typer(
+    name="gguf-tools",
+    help="Convert Hugging Face models to GGUF, inspect them, and run them offline.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    epilog="Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()),
+)
+
+
+def _emit_json(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+@app.command()
+def convert(
+    src: str = typer.Argument(..., help="Hugging Face model directory, HF cache entry, or org/name in the HF cache."),
+    output: Path = typer.Option(..., "-o", "--output", help="GGUF file to write."),
+    outtype: str = typer.Option("f16", "--outtype", help="f32, f16, bf16 or q8_0."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Read pytorch_model.bin (weights_only)."),
+    pre_tokenizer: Optional[str] = typer.Option(None, "--pre-tokenizer", help="Force llama.cpp's pre-tokenizer name."),
+    force: bool = typer.Option(True, "--force/--no-overwrite", help="Replace an existing output file."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+) -> None:
+    """Convert a Hugging Face checkpoint into a GGUF file."""
+    from .convert import convert as run_convert
+
+    result = run_convert(
+        src,
+        output,
+        outtype=outtype.lower(),
+        allow_pickle=allow_pickle,
+        overwrite=force,
+        progress=False if no_progress else None,
+        pre_tokenizer=pre_tokenizer,
+    )
+    if as_json:
+        _emit_json(result.as_dict())
+    else:
+        types = ", ".join(f"{k} x{v}" for k, v in sorted(result.types.items()))
+        typer.echo(
+            f"wrote {result.output} ({result.size / 2**20:.1f} MiB, {result.arch}, {types},"
+            f" {result.bits_per_weight:.2f} bpw) in {result.seconds:.1f}s"
+        )
+
+
+@app.command()
+def inspect(
+    path: Path = typer.Argument(..., help="GGUF file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show a GGUF file's metadata, tensors, types and bits per weight."""
+    from .inspect_gguf import describe, format_text
+
+    info = describe(path)
+    if as_json:
+        _emit_json(info)
+    else:
+        typer.echo(format_text(info))
+
+
+@app.command()
+def run(
+    model: Path = typer.Argument(..., help="GGUF model file."),
+    prompt: str = typer.Option(..., "-p", "--prompt", help="Text to continue."),
+    max_tokens: int = typer.Option(128, "--max-tokens", "-n", min=1),
+    temp: float = typer.Option(0.0, "--temp", min=0.0, help="0 = greedy."),
+    seed: int = typer.Option(0, "--seed"),
+    ctx: int = typer.Option(2048, "--ctx", min=16),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Default: physical cores."),
+) -> None:
+    """Stream a completion of PROMPT."""
+    from gguf_runtime import Model
+
+    m = Model(model, n_ctx=ctx, threads=threads, seed=seed)
+    for piece in m.stream(prompt, max_tokens=max_tokens, temperature=temp, seed=seed):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+@app.command()
+def chat(
+    model: Path = typer.Argument(..., help="GGUF model file."),
+    system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
+    max_tokens: int = typer.Option(512, "--max-tokens", "-n", min=1),
+    temp: float = typer.Option(0.7, "--temp", min=0.0),
+    seed: int = typer.Option(0, "--seed"),
+    ctx: int = typer.Option(4096, "--ctx", min=64),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1),
+) -> None:
+    """Chat with a model in the terminal, using its own chat template. Empty line or Ctrl-D ends."""
+    from gguf_runtime import Model
+
+    m = Model(model, n_ctx=ctx, threads=threads, seed=seed)
+    messages: list[dict] = [{"role": "system", "content": system}] if system else []
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            sys.stderr.write("> ")
+            sys.stderr.flush()
+        line = sys.stdin.readline()
+        if not line or not line.strip():
+            break
+        messages.append({"role": "user", "content": line.strip()})
+        reply = []
+        for piece in m.stream_chat(messages, max_tokens=max_tokens, temperature=temp):
+            reply.append(piece)
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        messages.append({"role": "assistant", "content": "".join(reply).strip()})
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    want_json = "--json" in argv
+    try:
+        app(args=argv, prog_name="gguf-tools", standalone_mode=False)
+        return 0
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        sys.stderr.write("gguf-tools: interrupted\n")
+        return EXIT_INTERRUPTED
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("gguf-tools: interrupted; no output was left behind\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+    except (GGUFToolsError, Exception) as e:  # noqa: BLE001 - one line for everything, traceback on request
+        code = exit_code(e)
+        message = str(e) if isinstance(e, GGUFToolsError) else f"internal error: {type(e).__name__}: {e}"
+        if os.environ.get("GGUF_TOOLS_DEBUG"):
+            raise
+        sys.stderr.write(f"gguf-tools: error: {message}\n")
+        if want_json:
+            _emit_json({"error": message, "exit_code": code})
+        return code
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,161 @@
+"""Hugging Face checkpoint -> GGUF: the converter's one pipeline.
+
+checkpoint -> architecture map -> type per tensor -> encode -> streaming writer, one tensor at a time.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+from . import __version__
+from .arch import TensorJob, add_hparams, detect_family, plan_tensors, read_hparams
+from .checkpoint import Checkpoint, open_checkpoint
+from .errors import InputError, UnsupportedError
+from .tokenizer import add_tokenizer_metadata, load_tokenizer
+from .writer import OutTensor, write_gguf
+
+Q = gguf.GGMLQuantizationType
+
+OUTTYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}
+FILE_TYPES = {
+    Q.F32: gguf.LlamaFileType.ALL_F32,
+    Q.F16: gguf.LlamaFileType.MOSTLY_F16,
+    Q.BF16: gguf.LlamaFileType.MOSTLY_BF16,
+    Q.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0,
+}
+
+
+@dataclass
+class ConvertResult:
+    output: Path
+    arch: str
+    size: int
+    n_params: int
+    types: dict[str, int] = field(default_factory=dict)  # type name -> tensor count
+    seconds: float = 0.0
+
+    @property
+    def bits_per_weight(self) -> float:
+        return self.size * 8 / max(self.n_params, 1)
+
+    def as_dict(self) -> dict:
+        return {
+            "output": str(self.output),
+            "arch": self.arch,
+            "size": self.size,
+            "n_params": self.n_params,
+            "bits_per_weight": round(self.bits_per_weight, 4),
+            "types": self.types,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def choose_type(job: TensorJob, outtype: Q) -> Q:
+    """1-D tensors (norms, biases, RoPE factors) stay F32; weights take the requested type where it fits."""
+    if len(job.shape) < 2 or outtype == Q.F32:
+        return Q.F32
+    block, _ = gguf.GGML_QUANT_SIZES[outtype]
+    if job.shape[-1] % block:
+        return Q.F16
+    return outtype
+
+
+def encode(arr: np.ndarray, qtype: Q) -> np.ndarray:
+    if qtype == Q.F32:
+        return np.ascontiguousarray(arr, dtype=np.float32)
+    if qtype == Q.F16:
+        return arr.astype(np.float16)
+    return gguf.quants.quantize(np.ascontiguousarray(arr, dtype=np.float32), qtype)
+
+
+def convert(
+    src: str | Path,
+    output: str | Path,
+    *,
+    outtype: str = "f16",
+    allow_pickle: bool = False,
+    overwrite: bool = True,
+    progress: bool | None = None,
+    pre_tokenizer: str | None = None,
+) -> ConvertResult:
+    """Convert a Hugging Face model directory (or HF cache snapshot) into one GGUF file."""
+    if outtype not in OUTTYPES:
+        raise UnsupportedError(f"unknown output type {outtype!r}; choose one of {', '.join(OUTTYPES)}")
+    qtype = OUTTYPES[outtype]
+    start = time.perf_counter()
+    output = Path(output)
+    with open_checkpoint(src, allow_pickle=allow_pickle) as ckpt:
+        family = detect_family(ckpt.config)
+        hp = read_hparams(ckpt.config)
+        spec = load_tokenizer(ckpt.root, ckpt.config, pre=pre_tokenizer)
+        jobs = plan_tensors(family, ckpt.config, hp, ckpt.names(), ckpt.shape, len(spec.tokens))
+        tensors = [OutTensor(j.name, j.shape, choose_type(j, qtype)) for j in jobs]
+
+        def add_metadata(w: gguf.GGUFWriter) -> None:
+            w.add_type(gguf.GGUFType.MODEL)
+            w.add_name(_model_name(ckpt))
+            add_hparams(w, family, ckpt.config, hp)
+            w.add_file_type(FILE_TYPES[qtype])
+            if qtype not in (Q.F32, Q.F16, Q.BF16):
+                w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+            w.add_string("general.converter", f"gguf-tools {__version__}")
+            add_tokenizer_metadata(w, spec)
+
+        size = write_gguf(
+            output,
+            gguf.MODEL_ARCH_NAMES[family.arch],
+            add_metadata,
+            tensors,
+            _produce(ckpt, jobs, tensors, progress),
+            overwrite=overwrite,
+        )
+    n_params = sum(int(np.prod(t.shape)) for t in tensors)
+    types = dict(Counter(t.qtype.name for t in tensors))
+    return ConvertResult(output, gguf.MODEL_ARCH_NAMES[family.arch], size, n_params, types, time.perf_counter() - start)
+
+
+def _produce(
+    ckpt: Checkpoint, jobs: list[TensorJob], tensors: list[OutTensor], progress: bool | None
+) -> Iterator[np.ndarray]:
+    bar = _progress_bar(sum(t.nbytes for t in tensors), progress)
+    try:
+        for job, t in zip(jobs, tensors):
+            arr = ckpt.load(job.source) if job.source is not None else None
+            if job.transform is not None:
+                arr = job.transform(arr)
+            if arr.shape != job.shape:
+                raise InputError(f"tensor {job.source!r}: shape {arr.shape} does not match the expected {job.shape}")
+            if arr.size and not (np.isfinite(arr.min()) and np.isfinite(arr.max())):
+                raise InputError(f"tensor {job.source or job.name!r} contains NaN or Inf values")
+            yield encode(arr, t.qtype)
+            del arr
+            if bar is not None:
+                bar.update(t.nbytes)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _progress_bar(total: int, progress: bool | None):
+    if progress is False or (progress is None and not sys.stderr.isatty()):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="writing", file=sys.stderr)
+
+
+def _model_name(ckpt: Checkpoint) -> str:
+    name = ckpt.config.get("_name_or_path")
+    if isinstance(name, str) and name.strip():
+        return Path(name.rstrip("/")).name
+    root = ckpt.root
+    if root.parent.name == "snapshots" and root.parent.parent.name.startswith("models--"):
+        return root.parent.parent.name.split("--")[-1]
+    return root.name

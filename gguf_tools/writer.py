@@ -1,0 +1,76 @@
+"""Streaming, atomic GGUF writing.
+
+Tensor infos are declared first, so the exact file size is known before any tensor data is
+produced: the disk check happens up front, and only one tensor is in memory at a time.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+from .files import atomic_output, check_free_space
+
+Q = gguf.GGMLQuantizationType
+
+
+@dataclass(frozen=True)
+class OutTensor:
+    name: str
+    shape: tuple[int, ...]  # numpy order: (..., rows, row length)
+    qtype: Q
+
+    @property
+    def nbytes(self) -> int:
+        return tensor_nbytes(self.shape, self.qtype)
+
+
+def tensor_nbytes(shape: tuple[int, ...], qtype: Q) -> int:
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
+    n = int(np.prod(shape, dtype=np.int64))
+    if shape and shape[-1] % block:
+        raise ValueError(f"row length {shape[-1]} is not a multiple of {qtype.name}'s block of {block}")
+    return n // block * size
+
+
+def write_gguf(
+    dest: Path,
+    arch: str,
+    add_metadata: Callable[[gguf.GGUFWriter], None],
+    tensors: list[OutTensor],
+    data: Iterable[np.ndarray],
+    *,
+    overwrite: bool = True,
+) -> int:
+    """Write ``tensors`` (their bytes come lazily from ``data``, in order) and return the file size."""
+    with atomic_output(dest, overwrite=overwrite) as tmp:
+        w = gguf.GGUFWriter(tmp, arch)
+        try:
+            add_metadata(w)
+            for t in tensors:
+                w.add_tensor_info(t.name, t.shape, np.dtype(np.float32), t.nbytes, raw_dtype=t.qtype)
+            w.write_header_to_file()
+            w.write_kv_data_to_file()
+            w.write_ti_data_to_file()
+            fout = w.fout[0]
+            header = fout.tell()
+            total = gguf.GGUFWriter.ggml_pad(header, w.data_alignment) + sum(
+                gguf.GGUFWriter.ggml_pad(t.nbytes, w.data_alignment) for t in tensors
+            )
+            check_free_space(Path(tmp).parent, total - header)
+            count = 0
+            for t, arr in zip(tensors, data):
+                if arr.nbytes != t.nbytes:
+                    raise ValueError(f"{t.name}: produced {arr.nbytes} bytes, declared {t.nbytes}")
+                w.write_tensor_data(np.ascontiguousarray(arr))
+                count += 1
+            if count != len(tensors):
+                raise ValueError(f"declared {len(tensors)} tensors but only {count} were produced")
+            fout.flush()
+            size = fout.tell()
+        finally:
+            w.close()
+    return size

