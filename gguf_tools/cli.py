@@ -130,6 +130,37 @@ def chat(
         messages.append({"role": "assistant", "content": "".join(reply).strip()})
 
 
+@app.command("eval")
+def eval_(
+    candidate: Path = typer.Argument(..., help="GGUF model to judge."),
+    ref: Path = typer.Option(..., "--ref", help="Reference GGUF (e.g. the F16 model)."),
+    text: Path = typer.Option(..., "--text", help="UTF-8 text to score on."),
+    ctx: int = typer.Option(512, "--ctx", min=16),
+    chunks: Optional[int] = typer.Option(None, "--chunks", min=1, help="Score at most this many chunks."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """KL divergence, top-1 agreement and perplexity of CANDIDATE against --ref."""
+    from gguf_runtime.evaluate import evaluate
+
+    from .errors import InputError
+
+    try:
+        body = text.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{text}: cannot read as UTF-8 text: {e}") from None
+    r = evaluate(candidate, ref, body, ctx=ctx, max_chunks=chunks, threads=threads)
+    if as_json:
+        _emit_json(r.as_dict())
+        return
+    typer.echo(
+        f"positions {r.positions} ({r.chunks} chunks of {r.ctx})\n"
+        f"mean KLD  {r.mean_kld:.6f}\n99% KLD   {r.p99_kld:.6f}\nmax KLD   {r.max_kld:.6f}\n"
+        f"top-1     {100 * r.top1_agreement:.2f}%\n"
+        f"PPL       {r.ppl_candidate:.4f} (reference {r.ppl_reference:.4f})"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     want_json = "--json" in argv

@@ -49,10 +49,15 @@ class Model:
             if fh.read(4) != b"GGUF":
                 raise InputError(f"{self.path}: not a GGUF file")
         self.threads = threads or default_threads()
-        self._llm = Llama(
-            str(self.path), n_ctx=n_ctx, n_threads=self.threads, seed=seed, verbose=False, vocab_only=True
-        )
-        meta = dict(self._llm.metadata)
+        from llama_cpp._utils import suppress_stdout_stderr
+
+        try:
+            with suppress_stdout_stderr(disable=False):  # a vocab-only load warns about n_ctx_train
+                probe = Llama(str(self.path), n_ctx=n_ctx, n_threads=self.threads, verbose=False, vocab_only=True)
+        except ValueError as e:
+            raise InputError(f"{self.path}: llama.cpp cannot load this model ({e})") from None
+        meta = dict(probe.metadata)
+        del probe
         need, avail = memory_needed(self.path, n_ctx, meta), psutil.virtual_memory().available
         if need > avail:
             raise ResourceError(
