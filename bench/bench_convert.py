@@ -5,12 +5,12 @@ outputs hold byte-identical tensors.
 """
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from bench.common import REPO, llama_cpp_source, smollm2_checkpoint
@@ -19,16 +19,15 @@ RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 
 
 def _measure(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of one child process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}):\n{err[-2000:]}")
-    return wall, usage.ru_maxrss * 1024
+    """Wall seconds and peak RSS (bytes) of one command, measured by a small launcher process."""
+    proc = subprocess.run([sys.executable, "-m", "bench.measure", *cmd], env=env, capture_output=True, text=True,
+                          cwd=REPO)
+    if proc.returncode or not proc.stdout.strip():
+        raise RuntimeError(f"{cmd[1]} failed:\n{proc.stderr[-2000:]}")
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    if r["rc"]:
+        raise RuntimeError(f"{cmd[1]} exited {r['rc']}:\n{proc.stderr[-2000:]}")
+    return r["wall"], r["rss"]
 
 
 def _tensors(path: Path) -> dict[str, tuple[int, bytes]]:
@@ -47,7 +46,7 @@ def run() -> str:
                 "--outtype", "f16", "--no-progress"]
     ref_cmd = [sys.executable, str(llama_src / "convert_hf_to_gguf.py"), str(ckpt), "--outfile", str(ref_out),
                "--outtype", "f16"]
-    ref_env = {**os.environ, "PYTHONPATH": str(llama_src / "gguf-py"), "NO_LOCAL_GGUF": ""}
+    ref_env = {**os.environ, "PYTHONPATH": f"{llama_src / 'gguf-py'}:{REPO}"}
     ours, ref = [], []
     for _ in range(RUNS):
         ref.append(_measure(ref_cmd, ref_env))

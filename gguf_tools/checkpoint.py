@@ -37,12 +37,13 @@ class Checkpoint:
             return self.where[name].entries[name].dtype
         return str(self.pickled[name].dtype).removeprefix("torch.").upper()
 
-    def load(self, name: str) -> np.ndarray:
-        """The tensor as float32 (a fresh array; the only copy of it held in memory)."""
+    def load(self, name: str, rows: slice | None = None) -> np.ndarray:
+        """The tensor (or a range of its rows) as a fresh float32 array; its mapped pages are released."""
         if name in self.pickled:
             import torch
 
-            return self.pickled[name].to(torch.float32).numpy()
+            t = self.pickled[name] if rows is None else self.pickled[name][rows]
+            return t.to(torch.float32).numpy()
         if name not in self.where:
             raise InputError(f"{self.root}: tensor {name!r} is missing from the checkpoint")
         f = self.where[name]
@@ -50,6 +51,8 @@ class Checkpoint:
         if kind not in ("BF16", "F32", "F16", "F64"):
             raise UnsupportedError(f"{f.path}: tensor {name!r} has dtype {kind}; only float weights can be converted")
         raw = f.raw(name)
+        if rows is not None:
+            raw = raw[rows]
         if kind == "BF16":
             out = raw.astype(np.uint32)
             out <<= 16
@@ -57,7 +60,11 @@ class Checkpoint:
         else:
             out = raw.astype(np.float32)
         del raw
-        f.release(name)
+        if rows is None or rows.stop is None:
+            f.release(name)
+        else:
+            entry = f.entries[name]
+            f.release(name, rows.stop * (entry.nbytes // max(entry.shape[0], 1)))
         return out
 
     def close(self) -> None:

@@ -121,26 +121,51 @@ def convert(
     return ConvertResult(output, gguf.MODEL_ARCH_NAMES[family.arch], size, n_params, types, time.perf_counter() - start)
 
 
+CHUNK_BYTES = 16 * 2**20  # f32 bytes per slice of a large tensor: bounds peak memory
+
+
 def _produce(
     ckpt: Checkpoint, jobs: list[TensorJob], tensors: list[OutTensor], progress: bool | None
 ) -> Iterator[np.ndarray]:
     bar = _progress_bar(sum(t.nbytes for t in tensors), progress)
     try:
         for job, t in zip(jobs, tensors):
-            arr = ckpt.load(job.source) if job.source is not None else None
-            if job.transform is not None:
-                arr = job.transform(arr)
-            if arr.shape != job.shape:
-                raise InputError(f"tensor {job.source!r}: shape {arr.shape} does not match the expected {job.shape}")
-            if arr.size and not (np.isfinite(arr.min()) and np.isfinite(arr.max())):
-                raise InputError(f"tensor {job.source or job.name!r} contains NaN or Inf values")
-            yield encode(arr, t.qtype)
-            del arr
+            yield _encode_job(ckpt, job, t)
             if bar is not None:
                 bar.update(t.nbytes)
     finally:
         if bar is not None:
             bar.close()
+
+
+def _encode_job(ckpt: Checkpoint, job: TensorJob, t: OutTensor) -> np.ndarray:
+    """Encode one tensor; plain 2-D copies go slice by slice so only the output is held whole."""
+    label = job.source or job.name
+    if job.source is None or job.transform is not None or len(job.shape) != 2:
+        arr = job.transform(ckpt.load(job.source) if job.source is not None else None) if job.transform \
+            else ckpt.load(job.source)
+        if arr.shape != job.shape:
+            raise InputError(f"tensor {label!r}: shape {arr.shape} does not match the expected {job.shape}")
+        _check_finite(arr, label)
+        return encode(arr, t.qtype)
+    if tuple(ckpt.shape(job.source)) != job.shape:
+        raise InputError(f"tensor {label!r}: shape {ckpt.shape(job.source)} does not match {job.shape}")
+    n_rows, row_len = job.shape
+    step = max(1, CHUNK_BYTES // (4 * row_len))
+    out = None
+    for r0 in range(0, n_rows, step):
+        part = ckpt.load(job.source, slice(r0, min(n_rows, r0 + step)))
+        _check_finite(part, label)
+        enc = encode(part, t.qtype)
+        if out is None:
+            out = np.empty((n_rows, *enc.shape[1:]), dtype=enc.dtype)
+        out[r0 : r0 + len(part)] = enc
+    return out
+
+
+def _check_finite(arr: np.ndarray, label: str) -> None:
+    if arr.size and not (np.isfinite(arr.min()) and np.isfinite(arr.max())):
+        raise InputError(f"tensor {label!r} contains NaN or Inf values")
 
 
 def _progress_bar(total: int, progress: bool | None):

@@ -50,8 +50,9 @@ def llama_logits(path: Path, tokens: list[int]) -> np.ndarray:
     return np.array(llm.scores[: len(tokens)], dtype=np.float32)
 
 
-def greedy(path: Path, prompt: str, n: int = 64) -> list[int]:
-    llm = load_llama(path, n_ctx=256)
+def greedy(model, prompt: str, n: int = 64) -> list[int]:
+    """Greedy token ids after ``prompt``; ``model`` is a path or an already loaded llama_cpp.Llama."""
+    llm = model if hasattr(model, "generate") else load_llama(model, n_ctx=256)
     tokens = llm.tokenize(prompt.encode(), add_bos=True, special=True)
     out = []
     for tok in llm.generate(tokens, top_k=1, temp=0.0, reset=True):

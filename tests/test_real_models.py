@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import greedy
+from conftest import greedy, load_llama
 from gguf_tools.convert import convert
 from gguf_tools.hf_export import export_checkpoint
 from gguf_tools.inspect_gguf import open_gguf
@@ -47,5 +47,6 @@ def test_converted_tensors_equal_the_dequantized_original(pair):
 
 def test_greedy_completions_match_the_original(pair):
     _name, out, ref = pair
+    ours, original = load_llama(out, n_ctx=256), load_llama(ref, n_ctx=256)
     for prompt in PROMPTS:
-        assert greedy(out, prompt, 64) == greedy(ref, prompt, 64), prompt
+        assert greedy(ours, prompt, 64) == greedy(original, prompt, 64), prompt
