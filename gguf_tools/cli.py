@@ -32,27 +32,66 @@ def _emit_json(obj: dict) -> None:
 @app.command()
 def convert(
     src: str = typer.Argument(..., help="Hugging Face model directory, HF cache entry, or org/name in the HF cache."),
-    output: Path = typer.Option(..., "-o", "--output", help="GGUF file to write."),
-    outtype: str = typer.Option("f16", "--outtype", help="f32, f16, bf16 or q8_0."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="GGUF file to write."),
+    quant: str = typer.Option("F16", "--quant", "--outtype", "-q",
+                              help="Preset: F32 F16 BF16 Q8_0 Q6_K Q5_K_M Q5_K_S Q4_K_M Q4_K_S Q3_K_L Q3_K_M"
+                                   " Q3_K_S Q2_K Q5_1 Q5_0 Q4_1 Q4_0."),
+    imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="Importance matrix (llama.cpp GGUF or .dat)."),
+    plan_only: bool = typer.Option(False, "--plan", help="Print the type chosen for every tensor; write nothing."),
+    search: str = typer.Option("default", "--search", help="Block search: default (ours) or ggml (bit-exact)."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Read pytorch_model.bin (weights_only)."),
     pre_tokenizer: Optional[str] = typer.Option(None, "--pre-tokenizer", help="Force llama.cpp's pre-tokenizer name."),
     force: bool = typer.Option(True, "--force/--no-overwrite", help="Replace an existing output file."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
-    """Convert a Hugging Face checkpoint into a GGUF file."""
+    """Convert a Hugging Face checkpoint into a GGUF file, at any llama.cpp preset."""
     from .convert import convert as run_convert
 
+    if output is None and not plan_only:
+        raise click.UsageError("missing option '-o' / '--output' (or use --plan)")
     result = run_convert(
         src,
-        output,
-        outtype=outtype.lower(),
+        None if plan_only else output,
+        quant=quant,
+        imatrix=imatrix,
+        mode=search,
         allow_pickle=allow_pickle,
         overwrite=force,
         progress=False if no_progress else None,
         pre_tokenizer=pre_tokenizer,
     )
-    if as_json:
+    _report(result, plan_only, as_json)
+
+
+@app.command()
+def quantize(
+    src: Path = typer.Argument(..., help="GGUF file (F32/F16/BF16)."),
+    output: Optional[Path] = typer.Argument(None, help="GGUF file to write."),
+    quant: str = typer.Option("Q4_K_M", "--quant", "-q", help="Preset, as for convert."),
+    imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="Importance matrix (llama.cpp GGUF or .dat)."),
+    plan_only: bool = typer.Option(False, "--plan", help="Print the type chosen for every tensor; write nothing."),
+    search: str = typer.Option("default", "--search", help="Block search: default (ours) or ggml (bit-exact)."),
+    allow_requantize: bool = typer.Option(False, "--allow-requantize", help="Re-quantize quantized tensors."),
+    force: bool = typer.Option(True, "--force/--no-overwrite", help="Replace an existing output file."),
+    no_progress: bool = typer.Option(False, "--no-progress"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Quantize a GGUF file to a preset (llama.cpp's mixtures, our block search)."""
+    from .requantize import quantize_gguf
+
+    if output is None and not plan_only:
+        raise click.UsageError("missing OUTPUT (or use --plan)")
+    result = quantize_gguf(src, None if plan_only else output, quant, imatrix=imatrix, mode=search,
+                           allow_requantize=allow_requantize, overwrite=force,
+                           progress=False if no_progress else None)
+    _report(result, plan_only, as_json)
+
+
+def _report(result, plan_only: bool, as_json: bool) -> None:
+    if plan_only:
+        _show_plan(result.plan, as_json)
+    elif as_json:
         _emit_json(result.as_dict())
     else:
         types = ", ".join(f"{k} x{v}" for k, v in sorted(result.types.items()))
@@ -60,6 +99,19 @@ def convert(
             f"wrote {result.output} ({result.size / 2**20:.1f} MiB, {result.arch}, {types},"
             f" {result.bits_per_weight:.2f} bpw) in {result.seconds:.1f}s"
         )
+
+
+def _show_plan(plan, as_json: bool) -> None:
+    from .plan import bits_per_weight, explain, format_table
+
+    rows = explain(plan)
+    if as_json:
+        _emit_json({"preset": plan.preset.name if hasattr(plan.preset, "name") else str(plan.preset),
+                    "bits_per_weight": bits_per_weight(plan),
+                    "tensors": [vars(r) for r in rows]})
+    else:
+        typer.echo(format_table(rows))
+        typer.echo(f"\n{len(rows)} tensors, {bits_per_weight(plan):.3f} bits per weight")
 
 
 @app.command()

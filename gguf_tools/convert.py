@@ -17,29 +17,23 @@ import numpy as np
 from . import __version__
 from .arch import TensorJob, add_hparams, detect_family, plan_tensors, read_hparams
 from .checkpoint import Checkpoint, open_checkpoint
-from .errors import InputError, UnsupportedError
+from .encode import encode
+from .errors import InputError
+from .plan import Plan, TensorSpec, get_preset, plan_types
 from .tokenizer import add_tokenizer_metadata, load_tokenizer
 from .writer import OutTensor, write_gguf
 
 Q = gguf.GGMLQuantizationType
 
-OUTTYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}
-FILE_TYPES = {
-    Q.F32: gguf.LlamaFileType.ALL_F32,
-    Q.F16: gguf.LlamaFileType.MOSTLY_F16,
-    Q.BF16: gguf.LlamaFileType.MOSTLY_BF16,
-    Q.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0,
-}
-
-
 @dataclass
 class ConvertResult:
-    output: Path
+    output: Path | None
     arch: str
     size: int
     n_params: int
     types: dict[str, int] = field(default_factory=dict)  # type name -> tensor count
     seconds: float = 0.0
+    plan: Plan | None = None
 
     @property
     def bits_per_weight(self) -> float:
@@ -47,7 +41,7 @@ class ConvertResult:
 
     def as_dict(self) -> dict:
         return {
-            "output": str(self.output),
+            "output": str(self.output) if self.output else None,
             "arch": self.arch,
             "size": self.size,
             "n_params": self.n_params,
@@ -57,80 +51,84 @@ class ConvertResult:
         }
 
 
-def choose_type(job: TensorJob, outtype: Q) -> Q:
-    """1-D tensors (norms, biases, RoPE factors) stay F32; weights take the requested type where it fits."""
-    if len(job.shape) < 2 or outtype == Q.F32:
-        return Q.F32
-    block, _ = gguf.GGML_QUANT_SIZES[outtype]
-    if job.shape[-1] % block:
-        return Q.F16
-    return outtype
-
-
-def encode(arr: np.ndarray, qtype: Q) -> np.ndarray:
-    if qtype == Q.F32:
-        return np.ascontiguousarray(arr, dtype=np.float32)
-    if qtype == Q.F16:
-        return arr.astype(np.float16)
-    return gguf.quants.quantize(np.ascontiguousarray(arr, dtype=np.float32), qtype)
+def tensor_specs(jobs: list[TensorJob]) -> list[TensorSpec]:
+    """What the planner sees: an HF checkpoint behaves like llama.cpp's F16 export (1-D kept F32)."""
+    return [TensorSpec.from_row_major(j.name, j.shape, Q.F32 if len(j.shape) < 2 else Q.F16) for j in jobs]
 
 
 def convert(
     src: str | Path,
-    output: str | Path,
+    output: str | Path | None,
     *,
-    outtype: str = "f16",
+    quant: str = "F16",
+    imatrix: str | Path | None = None,
+    mode: str = "default",
     allow_pickle: bool = False,
     overwrite: bool = True,
     progress: bool | None = None,
     pre_tokenizer: str | None = None,
 ) -> ConvertResult:
-    """Convert a Hugging Face model directory (or HF cache snapshot) into one GGUF file."""
-    if outtype not in OUTTYPES:
-        raise UnsupportedError(f"unknown output type {outtype!r}; choose one of {', '.join(OUTTYPES)}")
-    qtype = OUTTYPES[outtype]
+    """Convert a Hugging Face model directory (or HF cache snapshot) into one GGUF file.
+
+    ``quant`` is a preset (F16, Q8_0, Q4_K_M, ...); with ``output=None`` only the plan is made.
+    """
+    preset = get_preset(quant)
+    importance = None
+    if imatrix is not None:
+        from .imatrix import load_imatrix
+
+        importance = load_imatrix(imatrix)
     start = time.perf_counter()
-    output = Path(output)
     with open_checkpoint(src, allow_pickle=allow_pickle) as ckpt:
         family = detect_family(ckpt.config)
         hp = read_hparams(ckpt.config)
         spec = load_tokenizer(ckpt.root, ckpt.config, pre=pre_tokenizer)
         jobs = plan_tensors(family, ckpt.config, hp, ckpt.names(), ckpt.shape, len(spec.tokens))
-        tensors = [OutTensor(j.name, j.shape, choose_type(j, qtype)) for j in jobs]
+        arch = gguf.MODEL_ARCH_NAMES[family.arch]
+        plan = plan_types(tensor_specs(jobs), arch, preset, n_layers=hp.n_layer, n_head=hp.n_head,
+                          n_head_kv=hp.n_head_kv, has_imatrix=importance is not None)
+        tensors = [OutTensor(j.name, j.shape, plan[j.name]) for j in jobs]
+        n_params = sum(int(np.prod(t.shape)) for t in tensors)
+        types = dict(Counter(t.qtype.name for t in tensors))
+        if output is None:
+            return ConvertResult(None, arch, 0, n_params, types, time.perf_counter() - start, plan)
+        output = Path(output)
 
         def add_metadata(w: gguf.GGUFWriter) -> None:
             w.add_type(gguf.GGUFType.MODEL)
             w.add_name(_model_name(ckpt))
             add_hparams(w, family, ckpt.config, hp)
-            w.add_file_type(FILE_TYPES[qtype])
-            if qtype not in (Q.F32, Q.F16, Q.BF16):
-                w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-            w.add_string("general.converter", f"gguf-tools {__version__}")
+            add_quant_metadata(w, preset, tensors, imatrix, mode)
             add_tokenizer_metadata(w, spec)
 
-        size = write_gguf(
-            output,
-            gguf.MODEL_ARCH_NAMES[family.arch],
-            add_metadata,
-            tensors,
-            _produce(ckpt, jobs, tensors, progress),
-            overwrite=overwrite,
-        )
-    n_params = sum(int(np.prod(t.shape)) for t in tensors)
-    types = dict(Counter(t.qtype.name for t in tensors))
-    return ConvertResult(output, gguf.MODEL_ARCH_NAMES[family.arch], size, n_params, types, time.perf_counter() - start)
+        encoded = _produce(ckpt, jobs, tensors, progress, importance or {}, mode)
+        size = write_gguf(output, arch, add_metadata, tensors, encoded, overwrite=overwrite)
+    return ConvertResult(output, arch, size, n_params, types, time.perf_counter() - start, plan)
+
+
+def add_quant_metadata(w: gguf.GGUFWriter, preset, tensors: list[OutTensor], imatrix, mode: str) -> None:
+    """The file type llama.cpp reports, plus how this file's precision was chosen (provenance)."""
+    w.add_file_type(preset.ftype)
+    if any(t.qtype not in (Q.F32, Q.F16, Q.BF16) for t in tensors):
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        w.add_string("gguf_tools.quant.search", mode)
+    w.add_string("general.quantized_by", f"gguf-tools {__version__}")
+    w.add_string("gguf_tools.quant.preset", preset.name)
+    if imatrix is not None:
+        w.add_string("gguf_tools.quant.imatrix", Path(imatrix).name)
 
 
 CHUNK_BYTES = 16 * 2**20  # f32 bytes per slice of a large tensor: bounds peak memory
 
 
 def _produce(
-    ckpt: Checkpoint, jobs: list[TensorJob], tensors: list[OutTensor], progress: bool | None
+    ckpt: Checkpoint, jobs: list[TensorJob], tensors: list[OutTensor], progress: bool | None,
+    importance: dict[str, np.ndarray], mode: str,
 ) -> Iterator[np.ndarray]:
     bar = _progress_bar(sum(t.nbytes for t in tensors), progress)
     try:
         for job, t in zip(jobs, tensors):
-            yield _encode_job(ckpt, job, t)
+            yield _encode_job(ckpt, job, t, importance.get(job.name), mode)
             if bar is not None:
                 bar.update(t.nbytes)
     finally:
@@ -138,7 +136,7 @@ def _produce(
             bar.close()
 
 
-def _encode_job(ckpt: Checkpoint, job: TensorJob, t: OutTensor) -> np.ndarray:
+def _encode_job(ckpt: Checkpoint, job: TensorJob, t: OutTensor, imp: np.ndarray | None, mode: str) -> np.ndarray:
     """Encode one tensor; plain 2-D copies go slice by slice so only the output is held whole."""
     label = job.source or job.name
     if job.source is None or job.transform is not None or len(job.shape) != 2:
@@ -147,7 +145,7 @@ def _encode_job(ckpt: Checkpoint, job: TensorJob, t: OutTensor) -> np.ndarray:
         if arr.shape != job.shape:
             raise InputError(f"tensor {label!r}: shape {arr.shape} does not match the expected {job.shape}")
         _check_finite(arr, label)
-        return encode(arr, t.qtype)
+        return encode(arr, t.qtype, imp, mode=mode)
     if tuple(ckpt.shape(job.source)) != job.shape:
         raise InputError(f"tensor {label!r}: shape {ckpt.shape(job.source)} does not match {job.shape}")
     n_rows, row_len = job.shape
@@ -156,7 +154,7 @@ def _encode_job(ckpt: Checkpoint, job: TensorJob, t: OutTensor) -> np.ndarray:
     for r0 in range(0, n_rows, step):
         part = ckpt.load(job.source, slice(r0, min(n_rows, r0 + step)))
         _check_finite(part, label)
-        enc = encode(part, t.qtype)
+        enc = encode(part, t.qtype, imp, mode=mode)
         if out is None:
             out = np.empty((n_rows, *enc.shape[1:]), dtype=enc.dtype)
         out[r0 : r0 + len(part)] = enc

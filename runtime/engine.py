@@ -1,0 +1,277 @@
+"""The NumPy reference engine: a whole transformer on a page, matmuls straight from quantized blocks.
+
+It reads the GGUF tensors in place (memory-mapped), so a model costs its file size, and every
+weight matmul goes through the native dequant-matmul kernels. Readable first: this is the
+reference the project measures against and the tool that collects activation statistics.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+from gguf_tools import kernels
+from gguf_tools.errors import InputError, UnsupportedError
+from gguf_tools.inspect_gguf import open_gguf
+
+Q = gguf.GGMLQuantizationType
+ARCHS = ("llama", "qwen2", "qwen3", "gemma3", "phi3")
+NEOX_ROPE = ("qwen2", "qwen3", "gemma3", "phi3")  # rotate halves; llama rotates adjacent pairs
+
+
+@dataclass
+class Weight:
+    """One tensor as stored in the file: raw blocks plus the logical (rows, cols) shape."""
+
+    name: str
+    qtype: Q
+    data: np.ndarray  # raw bytes (quantized) or the values (F32/F16), rows first
+    shape: tuple[int, ...]  # numpy order
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Dequantized rows (embedding lookup) without touching the rest of the table."""
+        raw = self.data.reshape(self.shape[0], -1)[ids]
+        return kernels.dequantize(self.qtype, raw, (len(ids), self.shape[1]))
+
+    def dense(self) -> np.ndarray:
+        return kernels.dequantize(self.qtype, self.data, self.shape).reshape(self.shape)
+
+
+@dataclass
+class Config:
+    arch: str
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_rot: int
+    eps: float
+    rope_base: float
+    rope_base_swa: float
+    rope_scale: float
+    n_swa: int
+    swa_layers: tuple[bool, ...]
+    softcap: float
+
+
+def _meta(reader: gguf.GGUFReader, key: str, default=None):
+    f = reader.fields.get(key)
+    return f.contents() if f is not None else default
+
+
+def read_config(reader: gguf.GGUFReader) -> Config:
+    arch = str(_meta(reader, "general.architecture"))
+    if arch not in ARCHS:
+        raise UnsupportedError(f"the reference engine runs {', '.join(ARCHS)}; this model is {arch!r}")
+    g = lambda k, d=None: _meta(reader, f"{arch}.{k}", d)  # noqa: E731
+    n_embd, n_head = int(g("embedding_length")), int(g("attention.head_count"))
+    n_layer = int(g("block_count"))
+    head_dim = int(g("attention.key_length", n_embd // n_head))
+    n_swa = int(g("attention.sliding_window", 0) or 0)
+    pattern = g("attention.sliding_window_pattern")
+    if arch != "gemma3" or n_swa == 0:
+        swa = (False,) * n_layer
+    elif isinstance(pattern, list):
+        swa = tuple(bool(x) for x in pattern)
+    else:
+        period = int(pattern or 6)
+        swa = tuple(i % period < period - 1 for i in range(n_layer))
+    scale_type = str(g("rope.scaling.type", "none"))
+    return Config(
+        arch=arch,
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_head=n_head,
+        n_head_kv=int(g("attention.head_count_kv", n_head)),
+        head_dim=head_dim,
+        n_rot=int(g("rope.dimension_count", head_dim)),
+        eps=float(g("attention.layer_norm_rms_epsilon", 1e-5)),
+        rope_base=float(g("rope.freq_base", 10000.0)),
+        rope_base_swa=float(g("rope.freq_base_swa", 10000.0)),
+        rope_scale=float(g("rope.scaling.factor", 1.0)) if scale_type == "linear" else 1.0,
+        n_swa=n_swa,
+        swa_layers=swa,
+        softcap=float(g("final_logit_softcapping", 0.0) or 0.0),
+    )
+
+
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + np.tanh(np.float32(0.7978845608028654) * (x + np.float32(0.044715) * x * x * x)))
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x / (1.0 + np.exp(-x))
+
+
+def rope(x: np.ndarray, pos: np.ndarray, n_rot: int, base: float, scale: float, neox: bool,
+         factors: np.ndarray | None) -> np.ndarray:
+    """Rotate the first n_rot dims of each head. x: (T, heads, head_dim), pos: (T,)."""
+    inv = base ** (-np.arange(0, n_rot, 2, dtype=np.float64) / n_rot)
+    if factors is not None:
+        inv = inv / factors[: n_rot // 2]
+    ang = (pos[:, None].astype(np.float64) / scale) * inv[None, :]
+    cos, sin = np.cos(ang)[:, None, :].astype(np.float32), np.sin(ang)[:, None, :].astype(np.float32)
+    out = x.copy()
+    if neox:
+        half = n_rot // 2
+        a, b = x[..., :half], x[..., half:n_rot]
+        out[..., :half] = a * cos - b * sin
+        out[..., half:n_rot] = a * sin + b * cos
+    else:
+        a, b = x[..., 0:n_rot:2], x[..., 1:n_rot:2]
+        out[..., 0:n_rot:2] = a * cos - b * sin
+        out[..., 1:n_rot:2] = a * sin + b * cos
+    return out
+
+
+Observer = Callable[[str, np.ndarray], None]
+
+
+class Engine:
+    """``Engine("m.gguf").logits(tokens)``; ``generate`` for text; ``observer`` sees every matmul input."""
+
+    def __init__(self, path: str | Path, *, n_ctx: int = 2048, threads: int | None = None,
+                 observer: Observer | None = None):
+        self.path = Path(path)
+        self.reader = open_gguf(self.path)
+        self.cfg = read_config(self.reader)
+        self.threads = threads
+        self.observer = observer
+        self.w: dict[str, Weight] = {}
+        for t in self.reader.tensors:
+            shape = tuple(int(d) for d in reversed(t.shape))
+            self.w[t.name] = Weight(t.name, t.tensor_type, np.asarray(t.data), shape)
+        self.small = {n: w.dense().astype(np.float32) for n, w in self.w.items() if len(w.shape) == 1}
+        if "token_embd.weight" not in self.w:
+            raise InputError(f"{self.path}: no token_embd.weight tensor")
+        self.n_ctx = n_ctx
+        self.reset()
+
+    def reset(self) -> None:
+        c = self.cfg
+        self.pos = 0
+        self.k_cache = np.zeros((c.n_layer, self.n_ctx, c.n_head_kv, c.head_dim), np.float32)
+        self.v_cache = np.zeros((c.n_layer, self.n_ctx, c.n_head_kv, c.head_dim), np.float32)
+
+    # -- pieces ------------------------------------------------------------------------------
+    def linear(self, name: str, x: np.ndarray) -> np.ndarray:
+        w = self.w[name]
+        if self.observer is not None:
+            self.observer(name, x)
+        y = kernels.matmul(w.qtype, w.data, w.shape, x, threads=self.threads)
+        bias = self.small.get(name.replace(".weight", ".bias"))
+        return y + bias if bias is not None else y
+
+    def norm(self, name: str, x: np.ndarray) -> np.ndarray:
+        return rms_norm(x, self.small[name], self.cfg.eps)
+
+    def attention(self, i: int, x: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        c, p = self.cfg, f"blk.{i}."
+        T = x.shape[0]
+        if p + "attn_qkv.weight" in self.w:
+            qkv = self.linear(p + "attn_qkv.weight", x)
+            nq, nk = c.n_head * c.head_dim, c.n_head_kv * c.head_dim
+            q, k, v = qkv[:, :nq], qkv[:, nq : nq + nk], qkv[:, nq + nk :]
+        else:
+            q, k, v = (self.linear(p + f"attn_{n}.weight", x) for n in "qkv")
+        q = q.reshape(T, c.n_head, c.head_dim)
+        k = k.reshape(T, c.n_head_kv, c.head_dim)
+        v = v.reshape(T, c.n_head_kv, c.head_dim)
+        if p + "attn_q_norm.weight" in self.small:
+            q, k = self.norm(p + "attn_q_norm.weight", q), self.norm(p + "attn_k_norm.weight", k)
+        swa = c.swa_layers[i]
+        base = c.rope_base_swa if swa else c.rope_base
+        factors = self.small.get("rope_freqs.weight")
+        neox = c.arch in NEOX_ROPE
+        q = rope(q, pos, c.n_rot, base, c.rope_scale, neox, factors)
+        k = rope(k, pos, c.n_rot, base, c.rope_scale, neox, factors)
+
+        start = int(pos[0])
+        self.k_cache[i, start : start + T] = k
+        self.v_cache[i, start : start + T] = v
+        K, V = self.k_cache[i, : start + T], self.v_cache[i, : start + T]
+        group = c.n_head // c.n_head_kv
+        qg = q.reshape(T, c.n_head_kv, group, c.head_dim)
+        scores = np.einsum("tkgd,skd->kgts", qg, K) / np.float32(np.sqrt(c.head_dim))
+        key_pos = np.arange(start + T)
+        mask = key_pos[None, :] > pos[:, None]
+        if swa and c.n_swa:
+            mask |= key_pos[None, :] <= pos[:, None] - c.n_swa
+        scores = np.where(mask[None, None], np.float32(-np.inf), scores)
+        scores = np.exp(scores - scores.max(-1, keepdims=True))
+        scores /= scores.sum(-1, keepdims=True)
+        out = np.einsum("kgts,skd->tkgd", scores, V).reshape(T, c.n_head * c.head_dim)
+        return self.linear(p + "attn_output.weight", np.ascontiguousarray(out, dtype=np.float32))
+
+    def mlp(self, i: int, x: np.ndarray) -> np.ndarray:
+        p = f"blk.{i}."
+        act = gelu_tanh if self.cfg.arch == "gemma3" else silu
+        if p + "ffn_gate.weight" in self.w:
+            gate, up = self.linear(p + "ffn_gate.weight", x), self.linear(p + "ffn_up.weight", x)
+        else:  # phi3: one fused projection, gate first
+            gate, up = np.split(self.linear(p + "ffn_up.weight", x), 2, axis=-1)
+        return self.linear(p + "ffn_down.weight", np.ascontiguousarray(act(gate) * up, dtype=np.float32))
+
+    # -- the model ---------------------------------------------------------------------------
+    def forward(self, tokens: list[int] | np.ndarray) -> np.ndarray:
+        """Logits for each new token, continuing from the cached positions."""
+        c = self.cfg
+        ids = np.asarray(tokens, dtype=np.int64)
+        if ids.ndim != 1 or ids.size == 0:
+            raise InputError("forward needs a non-empty list of token ids")
+        if self.pos + ids.size > self.n_ctx:
+            raise InputError(f"context full: {self.pos + ids.size} > n_ctx {self.n_ctx}")
+        emb = self.w["token_embd.weight"]
+        if ids.min() < 0 or ids.max() >= emb.shape[0]:
+            raise InputError(f"token id out of range 0..{emb.shape[0] - 1}")
+        pos = np.arange(self.pos, self.pos + ids.size)
+        x = emb.rows(ids).astype(np.float32)
+        if c.arch == "gemma3":
+            x *= np.float32(np.sqrt(c.n_embd))
+        for i in range(c.n_layer):
+            p = f"blk.{i}."
+            h = self.attention(i, self.norm(p + "attn_norm.weight", x), pos)
+            if p + "post_attention_norm.weight" in self.small:
+                h = self.norm(p + "post_attention_norm.weight", h)
+            x = x + h
+            h = self.mlp(i, self.norm(p + "ffn_norm.weight", x))
+            if p + "post_ffw_norm.weight" in self.small:
+                h = self.norm(p + "post_ffw_norm.weight", h)
+            x = x + h
+        self.pos += ids.size
+        x = self.norm("output_norm.weight", x)
+        out_name = "output.weight" if "output.weight" in self.w else "token_embd.weight"
+        logits = self.linear(out_name, np.ascontiguousarray(x, dtype=np.float32))
+        if c.softcap:
+            logits = np.tanh(logits / c.softcap) * c.softcap
+        return logits
+
+    def logits(self, tokens: list[int]) -> np.ndarray:
+        self.reset()
+        return self.forward(tokens)
+
+    def generate(self, tokens: list[int], max_tokens: int, *, temperature: float = 0.0, seed: int = 0,
+                 stop: set[int] | None = None) -> Iterator[int]:
+        rng = np.random.default_rng(seed)
+        self.reset()
+        logits = self.forward(tokens)[-1]
+        for _ in range(max_tokens):
+            if temperature <= 0:
+                tok = int(np.argmax(logits))
+            else:
+                p = np.exp((logits - logits.max()) / temperature)
+                tok = int(rng.choice(p.size, p=p / p.sum()))
+            if stop and tok in stop:
+                return
+            yield tok
+            if self.pos >= self.n_ctx:
+                return
+            logits = self.forward([tok])[-1]
