@@ -1,7 +1,253 @@
-/* Stub module, filled in by its owner. */
+/* gguf_tools._kquant: the fast path of gguf_tools.quantize.
+ *
+ *   quantize(src, dst, n_per_row, qtype, weights, mode, threads)
+ *     src: float32 buffer of rows * n_per_row values; dst: writable buffer of rows * row_bytes;
+ *     weights: float32 buffer of n_per_row values or None; mode 0 = our search (weights are the
+ *     importance, None = 1), mode 1 = ggml's own quantizer (weights are the raw imatrix).
+ *   simd() -> name of the instruction set the search runs with.
+ *
+ * Work is split across threads by rows (ggml mode) or by groups of blocks (our search), with
+ * the GIL released. Results never depend on the thread count or the instruction set: the
+ * arithmetic is plain float32 in a fixed order, and nothing may be contracted into fused
+ * multiply-adds (C11 mode already forbids it in GCC; the pragmas make it explicit).
+ */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-static PyMethodDef methods[] = {{NULL, NULL, 0, NULL}};
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kquant", NULL, -1, methods};
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#pragma GCC diagnostic ignored "-Wpsabi" /* vf is only passed between functions of one target */
+#endif
+
+#ifndef _WIN32
+#include <pthread.h>
+#define KQ_HAVE_THREADS 1
+#else
+#define KQ_HAVE_THREADS 0
+#endif
+
+#include "kquant_common.h"
+#include "kquant_ggml.h"
+
+#define KQ_SFX _generic
+#include "kquant_search.h"
+#undef KQ_SFX
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#define KQ_X86 1
+#pragma GCC push_options
+#pragma GCC target("avx2")
+#define KQ_SFX _avx2
+#include "kquant_search.h"
+#undef KQ_SFX
+#pragma GCC pop_options
+#else
+#define KQ_X86 0
+#endif
+
+typedef void (*kq_group_fn)(int, const vf *, const vf *, kq_params *);
+
+/* GGUF_TOOLS_SIMD=generic forces the portable build of the search (tests compare the two) */
+static kq_group_fn kq_pick_group_fn(const char **name) {
+#if KQ_X86
+    const char *force = getenv("GGUF_TOOLS_SIMD");
+    __builtin_cpu_init();
+    if (!(force && strcmp(force, "generic") == 0) && __builtin_cpu_supports("avx2")) {
+        if (name) *name = "avx2";
+        return search_group_avx2;
+    }
+#endif
+    if (name) *name = "generic";
+    return search_group_generic;
+}
+
+/* stored form of lane k's parameters -> bytes */
+static void kq_emit(int type, const kq_params *p, int k, int blk, uint8_t *dst) {
+    uint8_t sc[16], mn[16], L[256];
+    const uint16_t dh = kq_f32_to_f16(p->d[k]), mh = kq_f32_to_f16(p->dmin[k]);
+    for (int j = 0; j < 16; ++j) {
+        const int s = (int)p->sc[j][k], m = (int)p->mn[j][k];
+        sc[j] = type == KQ_Q3_K ? (uint8_t)(s + 32) : (uint8_t)(int8_t)s;
+        mn[j] = (uint8_t)m;
+    }
+    const int off = type == KQ_Q3_K ? 4 : type == KQ_Q6_K ? 32 : type == KQ_Q4_0 ? 8 : type == KQ_Q5_0 ? 16 : 0;
+    for (int i = 0; i < blk; ++i) L[i] = (uint8_t)(int8_t)((int)p->L[i][k] + off);
+    kq_pack(type, dst, dh, mh, sc, mn, L);
+}
+
+typedef struct {
+    int type, mode;
+    const float *src, *weights;
+    uint8_t *dst;
+    int64_t rows, n, begin, end; /* ggml mode: rows [begin, end); search: groups [begin, end) */
+    kq_group_fn group;
+    int failed;
+} kq_job;
+
+/* scratch of one worker: block data and parameters, 64-byte aligned for the vector code */
+typedef struct {
+    vf X[256], W[256];
+    kq_params p;
+} kq_scratch;
+
+static void kq_run_job(kq_job *j) {
+    const kq_type_info *ti = kq_info(j->type);
+    const int64_t bpr = j->n / ti->block, row_bytes = bpr * ti->bytes;
+    if (j->mode == 1) {
+        for (int64_t r = j->begin; r < j->end; ++r) g_row(j->type, j->src + r * j->n, j->weights, j->dst + r * row_bytes, j->n);
+        return;
+    }
+    const int blk = ti->block;
+    void *raw = malloc(sizeof(kq_scratch) + 64);
+    if (!raw) {
+        j->failed = 1;
+        return;
+    }
+    kq_scratch *sc = (kq_scratch *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
+    memset(&sc->p, 0, sizeof sc->p);
+    const int64_t nblocks = j->rows * bpr;
+    for (int64_t g = j->begin; g < j->end; ++g) {
+        const int64_t b0 = g * NL;
+        int valid = 0;
+        for (int k = 0; k < NL; ++k) {
+            const int64_t b = b0 + k;
+            if (b < nblocks) {
+                const int64_t row = b / bpr, col = (b % bpr) * blk;
+                const float *x = j->src + row * j->n + col;
+                for (int i = 0; i < blk; ++i) {
+                    sc->X[i][k] = x[i];
+                    sc->W[i][k] = j->weights ? j->weights[col + i] : 1.0f;
+                }
+                valid = k + 1;
+            } else {
+                for (int i = 0; i < blk; ++i) {
+                    sc->X[i][k] = 0.0f;
+                    sc->W[i][k] = 1.0f;
+                }
+            }
+        }
+        j->group(j->type, sc->X, sc->W, &sc->p);
+        for (int k = 0; k < valid; ++k) kq_emit(j->type, &sc->p, k, blk, j->dst + (b0 + k) * ti->bytes);
+    }
+    free(raw);
+}
+
+#if KQ_HAVE_THREADS
+static void *kq_thread(void *arg) {
+    kq_run_job((kq_job *)arg);
+    return NULL;
+}
+#endif
+
+static PyObject *py_quantize(PyObject *self, PyObject *args) {
+    Py_buffer src, dst, wb;
+    Py_ssize_t n_per_row;
+    int type, mode, threads;
+    PyObject *weights;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*w*niOii", &src, &dst, &n_per_row, &type, &weights, &mode, &threads)) return NULL;
+    int have_w = 0;
+    PyObject *ret = NULL;
+    const kq_type_info *ti = kq_info(type);
+    if (!ti) {
+        PyErr_Format(PyExc_ValueError, "unsupported quantization type %d", type);
+        goto done;
+    }
+    if (mode != 0 && mode != 1) {
+        PyErr_SetString(PyExc_ValueError, "mode must be 0 (search) or 1 (ggml)");
+        goto done;
+    }
+    if (n_per_row <= 0 || n_per_row % ti->block || n_per_row > ((Py_ssize_t)1 << 40)) {
+        PyErr_Format(PyExc_ValueError, "row length %zd is not a positive multiple of %d", n_per_row, ti->block);
+        goto done;
+    }
+    const Py_ssize_t row_in = n_per_row * (Py_ssize_t)sizeof(float);
+    if (src.len % row_in) {
+        PyErr_SetString(PyExc_ValueError, "source size is not a whole number of rows");
+        goto done;
+    }
+    const int64_t rows = src.len / row_in;
+    const int64_t row_bytes = (int64_t)(n_per_row / ti->block) * ti->bytes;
+    if (dst.len != rows * row_bytes) {
+        PyErr_SetString(PyExc_ValueError, "destination size does not match rows * row_bytes");
+        goto done;
+    }
+    if (weights != Py_None) {
+        if (PyObject_GetBuffer(weights, &wb, PyBUF_SIMPLE) < 0) goto done;
+        have_w = 1;
+        if (wb.len != row_in) {
+            PyErr_SetString(PyExc_ValueError, "weights must hold one float32 per column");
+            goto done;
+        }
+    }
+    if (((uintptr_t)src.buf % sizeof(float)) || (have_w && ((uintptr_t)wb.buf % sizeof(float)))) {
+        PyErr_SetString(PyExc_ValueError, "float32 buffers must be aligned");
+        goto done;
+    }
+    {
+        const int64_t units = mode == 1 ? rows : (rows * (n_per_row / ti->block) + NL - 1) / NL;
+        int nt = threads < 1 ? 1 : threads;
+        if (nt > 256) nt = 256;
+        if (nt > units) nt = units > 0 ? (int)units : 1;
+        if (!KQ_HAVE_THREADS) nt = 1;
+        kq_job jobs[256];
+        const kq_group_fn fn = kq_pick_group_fn(NULL);
+        for (int t = 0; t < nt; ++t) {
+            jobs[t] = (kq_job){type, mode, (const float *)src.buf, have_w ? (const float *)wb.buf : NULL,
+                               (uint8_t *)dst.buf, rows, n_per_row, units * t / nt, units * (t + 1) / nt, fn, 0};
+        }
+        int failed = 0;
+        Py_BEGIN_ALLOW_THREADS
+#if KQ_HAVE_THREADS
+        pthread_t tids[256];
+        int started[256];
+        for (int t = 1; t < nt; ++t) started[t] = pthread_create(&tids[t], NULL, kq_thread, &jobs[t]) == 0;
+        kq_run_job(&jobs[0]);
+        for (int t = 1; t < nt; ++t) {
+            if (started[t]) pthread_join(tids[t], NULL);
+            else kq_run_job(&jobs[t]); /* could not start a thread: do its share here */
+        }
+#else
+        for (int t = 0; t < nt; ++t) kq_run_job(&jobs[t]);
+#endif
+        Py_END_ALLOW_THREADS
+        for (int t = 0; t < nt; ++t) failed |= jobs[t].failed;
+        if (failed) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
+    Py_INCREF(Py_None);
+    ret = Py_None;
+done:
+    if (have_w) PyBuffer_Release(&wb);
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&dst);
+    return ret;
+}
+
+static PyObject *py_simd(PyObject *self, PyObject *args) {
+    const char *name = "generic";
+    (void)self;
+    (void)args;
+    kq_pick_group_fn(&name);
+    return PyUnicode_FromString(name);
+}
+
+static PyMethodDef methods[] = {
+    {"quantize", py_quantize, METH_VARARGS, "quantize(src, dst, n_per_row, qtype, weights, mode, threads)"},
+    {"simd", py_simd, METH_NOARGS, "instruction set used by the search"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kquant", "Fast block quantizers (see gguf_tools.quantize).",
+                                    -1, methods, NULL, NULL, NULL, NULL};
+
 PyMODINIT_FUNC PyInit__kquant(void) { return PyModule_Create(&module); }

