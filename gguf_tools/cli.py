@@ -215,6 +215,54 @@ def eval_(
     )
 
 
+@app.command()
+def imatrix(
+    model: Path = typer.Argument(..., help="GGUF model to run (any type the reference engine reads)."),
+    text: Path = typer.Option(..., "--text", help="UTF-8 calibration text."),
+    output: Path = typer.Option(..., "-o", "--output", help="Importance matrix to write (GGUF form)."),
+    ctx: int = typer.Option(512, "--ctx", min=16, help="Tokens per chunk."),
+    chunks: Optional[int] = typer.Option(None, "--chunks", min=1, help="Run at most this many chunks."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1),
+    include_output: bool = typer.Option(False, "--process-output", help="Also record output.weight."),
+    no_progress: bool = typer.Option(False, "--no-progress"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Collect an importance matrix (llama-imatrix's GGUF form) by running MODEL over --text."""
+    from .errors import InputError
+    from .imatrix_collect import collect_imatrix
+
+    try:
+        body = text.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{text}: cannot read as UTF-8 text: {e}") from None
+    show = not no_progress and not as_json and sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        sys.stderr.write(f"\rchunk {done}/{total}")
+        sys.stderr.flush()
+
+    r = collect_imatrix(model, body, output, ctx=ctx, chunks=chunks, threads=threads,
+                        include_output=include_output, dataset=str(text), progress=progress if show else None)
+    if show:
+        sys.stderr.write("\n")
+    if as_json:
+        _emit_json(r.as_dict())
+    else:
+        typer.echo(f"wrote {r.output} ({r.entries} matrices, {r.chunks} chunks of {r.ctx} tokens) in {r.seconds:.1f}s")
+
+
+@app.command()
+def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show the SIMD path, default threads, library versions, whether llama.cpp loads, the cache dir."""
+    from .doctor import diagnose, format_report
+
+    d = diagnose()
+    if as_json:
+        _emit_json(d)
+    else:
+        typer.echo(format_report(d))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     want_json = "--json" in argv

@@ -111,14 +111,18 @@ def silu(x: np.ndarray) -> np.ndarray:
     return x / (1.0 + np.exp(-x))
 
 
-def rope(x: np.ndarray, pos: np.ndarray, n_rot: int, base: float, scale: float, neox: bool,
-         factors: np.ndarray | None) -> np.ndarray:
-    """Rotate the first n_rot dims of each head. x: (T, heads, head_dim), pos: (T,)."""
+def rope_angles(pos: np.ndarray, n_rot: int, base: float, scale: float,
+                factors: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of each position's rotation angles: (T, 1, n_rot // 2) float32."""
     inv = base ** (-np.arange(0, n_rot, 2, dtype=np.float64) / n_rot)
     if factors is not None:
         inv = inv / factors[: n_rot // 2]
     ang = (pos[:, None].astype(np.float64) / scale) * inv[None, :]
-    cos, sin = np.cos(ang)[:, None, :].astype(np.float32), np.sin(ang)[:, None, :].astype(np.float32)
+    return np.cos(ang)[:, None, :].astype(np.float32), np.sin(ang)[:, None, :].astype(np.float32)
+
+
+def rope_apply(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, n_rot: int, neox: bool) -> np.ndarray:
+    """Rotate the first n_rot dims of each head. x: (T, heads, head_dim)."""
     out = x.copy()
     if neox:
         half = n_rot // 2
@@ -132,15 +136,30 @@ def rope(x: np.ndarray, pos: np.ndarray, n_rot: int, base: float, scale: float, 
     return out
 
 
+def rope(x: np.ndarray, pos: np.ndarray, n_rot: int, base: float, scale: float, neox: bool,
+         factors: np.ndarray | None) -> np.ndarray:
+    """Rotate the first n_rot dims of each head. x: (T, heads, head_dim), pos: (T,)."""
+    cos, sin = rope_angles(pos, n_rot, base, scale, factors)
+    return rope_apply(x, cos, sin, n_rot, neox)
+
+
 Observer = Callable[[str, np.ndarray], None]
 
 
 class Engine:
-    """``Engine("m.gguf").logits(tokens)``; ``generate`` for text; ``observer`` sees every matmul input."""
+    """``Engine("m.gguf").logits(tokens)``; ``generate`` for text; ``observer`` sees every matmul input.
+
+    ``exact=True`` multiplies by the dequantized float32 weights instead of rounding activations to
+    int8 per block as the kernels (and llama.cpp) do: the quantized model's own arithmetic, the
+    yardstick for how much that rounding costs. It keeps a float copy of every matrix it has used.
+    """
 
     def __init__(self, path: str | Path, *, n_ctx: int = 2048, threads: int | None = None,
-                 observer: Observer | None = None):
+                 observer: Observer | None = None, exact: bool = False):
         self.path = Path(path)
+        self.exact = exact
+        self._dense: dict[str, np.ndarray] = {}
+        self._rope_tables: dict[float, tuple[np.ndarray, np.ndarray]] = {}
         self.reader = open_gguf(self.path)
         self.cfg = read_config(self.reader)
         self.threads = threads
@@ -162,11 +181,26 @@ class Engine:
         self.v_cache = np.zeros((c.n_layer, self.n_ctx, c.n_head_kv, c.head_dim), np.float32)
 
     # -- pieces ------------------------------------------------------------------------------
+    def _angles(self, base: float) -> tuple[np.ndarray, np.ndarray]:
+        """Rope cos/sin for every position of the context, made once per base (decode reuses them)."""
+        table = self._rope_tables.get(base)
+        if table is None:
+            c = self.cfg
+            table = rope_angles(np.arange(self.n_ctx), c.n_rot, base, c.rope_scale, self.small.get("rope_freqs.weight"))
+            self._rope_tables[base] = table
+        return table
+
     def linear(self, name: str, x: np.ndarray) -> np.ndarray:
         w = self.w[name]
         if self.observer is not None:
             self.observer(name, x)
-        y = kernels.matmul(w.qtype, w.data, w.shape, x, threads=self.threads)
+        if self.exact:
+            dense = self._dense.get(name)
+            if dense is None:
+                dense = self._dense[name] = w.dense()
+            y = x @ dense.T
+        else:
+            y = kernels.matmul(w.qtype, w.data, w.shape, x, threads=self.threads)
         bias = self.small.get(name.replace(".weight", ".bias"))
         return y + bias if bias is not None else y
 
@@ -188,13 +222,13 @@ class Engine:
         if p + "attn_q_norm.weight" in self.small:
             q, k = self.norm(p + "attn_q_norm.weight", q), self.norm(p + "attn_k_norm.weight", k)
         swa = c.swa_layers[i]
-        base = c.rope_base_swa if swa else c.rope_base
-        factors = self.small.get("rope_freqs.weight")
-        neox = c.arch in NEOX_ROPE
-        q = rope(q, pos, c.n_rot, base, c.rope_scale, neox, factors)
-        k = rope(k, pos, c.n_rot, base, c.rope_scale, neox, factors)
-
         start = int(pos[0])
+        cos, sin = self._angles(c.rope_base_swa if swa else c.rope_base)
+        cos, sin = cos[start : start + T], sin[start : start + T]
+        neox = c.arch in NEOX_ROPE
+        q = rope_apply(q, cos, sin, c.n_rot, neox)
+        k = rope_apply(k, cos, sin, c.n_rot, neox)
+
         self.k_cache[i, start : start + T] = k
         self.v_cache[i, start : start + T] = v
         K, V = self.k_cache[i, : start + T], self.v_cache[i, : start + T]
@@ -223,6 +257,19 @@ class Engine:
     # -- the model ---------------------------------------------------------------------------
     def forward(self, tokens: list[int] | np.ndarray) -> np.ndarray:
         """Logits for each new token, continuing from the cached positions."""
+        x = self.hidden(tokens)
+        out_name = "output.weight" if "output.weight" in self.w else "token_embd.weight"
+        logits = self.linear(out_name, x)
+        c = self.cfg
+        if c.softcap:
+            logits = np.tanh(logits / c.softcap) * c.softcap
+        return logits
+
+    def hidden(self, tokens: list[int] | np.ndarray) -> np.ndarray:
+        """The final normed hidden state of each new token (what the output matrix multiplies).
+
+        Collecting activation statistics needs only this: it skips the vocabulary-sized matmul.
+        """
         c = self.cfg
         ids = np.asarray(tokens, dtype=np.int64)
         if ids.ndim != 1 or ids.size == 0:
@@ -247,12 +294,7 @@ class Engine:
                 h = self.norm(p + "post_ffw_norm.weight", h)
             x = x + h
         self.pos += ids.size
-        x = self.norm("output_norm.weight", x)
-        out_name = "output.weight" if "output.weight" in self.w else "token_embd.weight"
-        logits = self.linear(out_name, np.ascontiguousarray(x, dtype=np.float32))
-        if c.softcap:
-            logits = np.tanh(logits / c.softcap) * c.softcap
-        return logits
+        return np.ascontiguousarray(self.norm("output_norm.weight", x), dtype=np.float32)
 
     def logits(self, tokens: list[int]) -> np.ndarray:
         self.reset()
