@@ -44,6 +44,7 @@ def convert(
     force: bool = typer.Option(True, "--force/--no-overwrite", help="Replace an existing output file."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    pack_output: bool = typer.Option(False, "--pack", help="Write the Huffman-packed file instead of the GGUF."),
 ) -> None:
     """Convert a Hugging Face checkpoint into a GGUF file, at any llama.cpp preset."""
     from .convert import convert as run_convert
@@ -60,6 +61,7 @@ def convert(
         overwrite=force,
         progress=False if no_progress else None,
         pre_tokenizer=pre_tokenizer,
+        pack=pack_output,
     )
     _report(result, plan_only, as_json)
 
@@ -97,8 +99,11 @@ def _report(result, plan_only: bool, as_json: bool) -> None:
         _emit_json(result.as_dict())
     else:
         types = ", ".join(f"{k} x{v}" for k, v in sorted(result.types.items()))
+        packed = getattr(result, "packed_size", None)
+        size = f"{result.size / 2**20:.1f} MiB" if packed is None else \
+            f"{packed / 2**20:.1f} MiB packed from {result.size / 2**20:.1f} MiB"
         typer.echo(
-            f"wrote {result.output} ({result.size / 2**20:.1f} MiB, {result.arch}, {types},"
+            f"wrote {result.output} ({size}, {result.arch}, {types},"
             f" {result.bits_per_weight:.2f} bpw) in {result.seconds:.1f}s"
         )
 
@@ -118,10 +123,10 @@ def _show_plan(plan, as_json: bool) -> None:
 
 @app.command()
 def inspect(
-    path: Path = typer.Argument(..., help="GGUF file."),
+    path: Path = typer.Argument(..., help="GGUF file, plain or packed."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Show a GGUF file's metadata, tensors, types and bits per weight."""
+    """Show a GGUF file's metadata, tensors, types and bits per weight (and, packed, what packing saved)."""
     from .inspect_gguf import describe, format_text
 
     info = describe(path)
@@ -131,9 +136,62 @@ def inspect(
         typer.echo(format_text(info))
 
 
+PACKED_SUFFIX = ".ggpk"
+
+
+def _default_output(src: Path, old: str, new: str) -> Path:
+    """model.gguf <-> model.ggpk; any other name gets the new suffix added."""
+    return src.with_suffix(new) if src.suffix == old else src.with_name(src.name + new)
+
+
+def _check_distinct(src: Path, output: Path) -> None:
+    if output.exists() and src.exists() and os.path.samefile(src, output):
+        raise click.UsageError(f"{output} is the input file; choose another output with -o")
+
+
+@app.command()
+def pack(
+    src: Path = typer.Argument(..., help="GGUF file."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help=f"Packed file (default: SRC with {PACKED_SUFFIX})."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Default: all available cores."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Huffman-pack a GGUF file, losslessly: smaller to store and ship, loads directly (docs/packed-format.md)."""
+    from .pack import pack as run_pack
+
+    output = output or _default_output(src, ".gguf", PACKED_SUFFIX)
+    _check_distinct(src, output)
+    stats = run_pack(src, output, threads=threads)
+    if as_json:
+        _emit_json({"output": str(output), "original_size": stats.original_size, "packed_size": stats.packed_size,
+                    "ratio": round(stats.ratio, 4), "chunks": stats.n_chunks, "seconds": round(stats.seconds, 3)})
+    else:
+        typer.echo(f"wrote {output} ({stats.packed_size / 2**20:.1f} MiB, {100 * stats.ratio:.1f}% of "
+                   f"{stats.original_size / 2**20:.1f} MiB) in {stats.seconds:.1f}s")
+
+
+@app.command()
+def unpack(
+    src: Path = typer.Argument(..., help="Packed file."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="GGUF file (default: SRC with .gguf)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Default: all available cores."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Restore the original GGUF byte for byte (its sha256 is checked before the file appears)."""
+    from .pack import unpack as run_unpack
+
+    output = output or _default_output(src, PACKED_SUFFIX, ".gguf")
+    _check_distinct(src, output)
+    header = run_unpack(src, output, threads=threads)
+    if as_json:
+        _emit_json({"output": str(output), "size": header.original_size, "sha256": header.sha256})
+    else:
+        typer.echo(f"wrote {output} ({header.original_size / 2**20:.1f} MiB, sha256 {header.sha256})")
+
+
 @app.command()
 def run(
-    model: Path = typer.Argument(..., help="GGUF model file."),
+    model: Path = typer.Argument(..., help="GGUF model file, plain or packed."),
     prompt: str = typer.Option(..., "-p", "--prompt", help="Text to continue."),
     max_tokens: int = typer.Option(128, "--max-tokens", "-n", min=1),
     temp: float = typer.Option(0.0, "--temp", min=0.0, help="0 = greedy."),
@@ -153,7 +211,7 @@ def run(
 
 @app.command()
 def chat(
-    model: Path = typer.Argument(..., help="GGUF model file."),
+    model: Path = typer.Argument(..., help="GGUF model file, plain or packed."),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
     max_tokens: int = typer.Option(512, "--max-tokens", "-n", min=1),
     temp: float = typer.Option(0.7, "--temp", min=0.0),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from .arch import TensorJob, add_hparams, detect_family, plan_tensors, read_hpar
 from .checkpoint import Checkpoint, open_checkpoint
 from .encode import encode
 from .errors import InputError
+from .files import atomic_output
 from .plan import Plan, TensorSpec, get_preset, plan_types
 from .tokenizer import add_tokenizer_metadata, load_tokenizer
 from .writer import OutTensor, write_gguf
@@ -35,6 +36,7 @@ class ConvertResult:
     seconds: float = 0.0
     plan: Plan | None = None
     notes: list[str] = field(default_factory=list)  # what the user should hear about, e.g. tokenizer gaps
+    packed_size: int | None = None  # bytes on disk when the output was packed (``size`` is the GGUF's)
 
     @property
     def bits_per_weight(self) -> float:
@@ -45,6 +47,7 @@ class ConvertResult:
             "output": str(self.output) if self.output else None,
             "arch": self.arch,
             "size": self.size,
+            **({"packed_size": self.packed_size} if self.packed_size is not None else {}),
             "n_params": self.n_params,
             "bits_per_weight": round(self.bits_per_weight, 4),
             "types": self.types,
@@ -69,10 +72,12 @@ def convert(
     overwrite: bool = True,
     progress: bool | None = None,
     pre_tokenizer: str | None = None,
+    pack: bool = False,
 ) -> ConvertResult:
     """Convert a Hugging Face model directory (or HF cache snapshot) into one GGUF file.
 
     ``quant`` is a preset (F16, Q8_0, Q4_K_M, ...); with ``output=None`` only the plan is made.
+    ``pack=True`` writes the Huffman-packed file (docs/packed-format.md) instead of the GGUF.
     """
     preset = get_preset(quant)
     importance = None
@@ -104,8 +109,29 @@ def convert(
             add_tokenizer_metadata(w, spec)
 
         encoded = _produce(ckpt, jobs, tensors, progress, importance or {}, mode)
-        size = write_gguf(output, arch, add_metadata, tensors, encoded, overwrite=overwrite)
-    return ConvertResult(output, arch, size, n_params, types, time.perf_counter() - start, plan, spec.notes)
+        packed_size = None
+        if pack:
+            size, packed_size = _write_packed(
+                output, overwrite, lambda dest: write_gguf(dest, arch, add_metadata, tensors, encoded))
+        else:
+            size = write_gguf(output, arch, add_metadata, tensors, encoded, overwrite=overwrite)
+    return ConvertResult(output, arch, size, n_params, types, time.perf_counter() - start, plan, spec.notes,
+                         packed_size)
+
+
+def _write_packed(output: Path, overwrite: bool, write: Callable[[Path], int]) -> tuple[int, int]:
+    """The GGUF goes to a temporary file beside ``output``, is packed into place, and is removed:
+    nothing but the finished packed file is ever left. Returns the GGUF's size and the packed size."""
+    from .pack import pack
+
+    with atomic_output(output, overwrite=overwrite) as staged:
+        raw = staged.with_name(staged.name + ".gguf")
+        try:
+            size = write(raw)
+            packed = pack(raw, staged)
+        finally:
+            raw.unlink(missing_ok=True)
+    return size, packed.packed_size
 
 
 def add_quant_metadata(w: gguf.GGUFWriter, preset, tensors: list[OutTensor], imatrix, mode: str) -> None:

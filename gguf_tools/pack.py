@@ -300,8 +300,9 @@ def pack_info(path: str | os.PathLike) -> PackInfo:
 
 # ---------------------------------------------------------------- unpacking
 
-def unpack(src: str | os.PathLike, dst: str | os.PathLike, *, threads: int | None = None) -> None:
-    """Restore the original GGUF byte for byte; the sha256 is checked before ``dst`` appears."""
+def unpack(src: str | os.PathLike, dst: str | os.PathLike, *, threads: int | None = None) -> PackedHeader:
+    """Restore the original GGUF byte for byte; the sha256 is checked before ``dst`` appears.
+    Returns the packed file's header (size and sha256 of what was written)."""
     with _Packed(Path(src)) as p:
         size = p.header.original_size
         with atomic_output(Path(dst), needed=size) as tmp, open(tmp, "r+b") as fh:
@@ -309,6 +310,7 @@ def unpack(src: str | os.PathLike, dst: str | os.PathLike, *, threads: int | Non
             if os.fstat(fh.fileno()).st_size != size:
                 raise InputError(f"{src}: unpacked data is {os.fstat(fh.fileno()).st_size} bytes, not {size}")
             p.check_file_sha256(fh.fileno())
+        return p.packed_header()
 
 
 def unpack_to_memory(src: str | os.PathLike, *, threads: int | None = None, verify: bool = True) -> bytearray:
@@ -583,7 +585,7 @@ def pack(src: str | os.PathLike, dst: str | os.PathLike, *, threads: int | None 
         if size < 24:
             raise InputError(f"{what}: not a GGUF file ({size} bytes)")
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            view = parse_gguf_header(mm, what=what, keep_values=False)
+            view = _parse_in_place(mm, what)
             prefix_size = min(view.data_offset, size)
             plans = _plan_sections(view, size, prefix_size, what)
             with atomic_output(dst, needed=size + (1 << 20)) as tmp, open(tmp, "wb") as out, \
@@ -595,6 +597,16 @@ def pack(src: str | os.PathLike, dst: str | os.PathLike, *, threads: int | None 
                     pool.shutdown(wait=True, cancel_futures=True)
     n_chunks, n_tables, packed_size = stats
     return PackStats(size, packed_size, n_chunks, n_tables, time.perf_counter() - t0)
+
+
+def _parse_in_place(mm: mmap.mmap, what: str) -> GGUFView:
+    """Parse the GGUF header straight from the map. A failure is raised afresh, without the
+    traceback whose frames still hold views of the map (the map could not close under them)."""
+    try:
+        return parse_gguf_header(mm, what=what, keep_values=False)
+    except InputError as e:
+        message = str(e)
+    raise InputError(message)
 
 
 def _write_packed(native, mm, size: int, prefix_size: int, plans: list[_SectionPlan], out, pool: ThreadPoolExecutor,

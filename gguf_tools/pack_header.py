@@ -51,6 +51,7 @@ class GGUFView:
     tensors: list[TensorInfo] = field(repr=False)
     alignment: int
     data_offset: int         # where tensor data starts in the original file
+    value_types: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)  # key -> type ids, outer first
 
 
 class _Cursor:
@@ -145,11 +146,14 @@ def parse_gguf_header(buf: bytes | memoryview, *, what: str = "GGUF", keep_value
     if n_kv > min(MAX_ENTRIES, cur.left() // 13):
         raise InputError(f"{what}: {n_kv} metadata entries cannot fit in the header")
     metadata: dict[str, Any] = {}
+    value_types: dict[str, tuple[int, ...]] = {}
     alignment = gguf.GGUF_DEFAULT_ALIGNMENT
     for _ in range(n_kv):
         key = cur.string(MAX_KEY_BYTES).decode("utf-8", errors="replace")
         vtype = cur.unpack("<I", 4)
         keep = keep_values or key == "general.alignment"
+        if keep_values:
+            value_types[key] = _type_ids(cur, vtype)
         value = _value(cur, vtype, keep)
         if key == "general.alignment":
             if vtype != 4 or not isinstance(value, int) or value <= 0 or value & (value - 1) or value > 1 << 20:
@@ -175,4 +179,13 @@ def parse_gguf_header(buf: bytes | memoryview, *, what: str = "GGUF", keep_value
         offset = cur.unpack("<Q", 8)
         tensors.append(TensorInfo(name, shape, ggml_type, offset, tensor_nbytes(shape, ggml_type)))
     data_offset = (cur.pos + alignment - 1) // alignment * alignment
-    return GGUFView(version, metadata, tensors, alignment, data_offset)
+    return GGUFView(version, metadata, tensors, alignment, data_offset, value_types)
+
+
+def _type_ids(cur: _Cursor, vtype: int) -> tuple[int, ...]:
+    """A value's type, and for arrays the element types, read ahead without moving the cursor."""
+    ids, pos = [vtype], cur.pos
+    while ids[-1] == _ARRAY and len(ids) <= MAX_ARRAY_DEPTH and pos + 4 <= len(cur.buf):
+        ids.append(struct.unpack_from("<I", cur.buf, pos)[0])
+        pos += 12   # element type, count; a nested array's first element starts with its own type
+    return tuple(ids)
