@@ -147,7 +147,7 @@ def _ratio(ours: float, ref: float) -> float:
 
 
 def run(*, imatrix_path: str | None = None, max_rows: int = 1024, types: tuple[Q, ...] = SUPPORTED,
-        threads: int = 2, jitter: bool = True) -> str:
+        threads: int = 2, jitter: bool = True, models: tuple[str, ...] | None = None) -> str:
     cells: dict[tuple[Q, bool], Cell] = {}
     rng = np.random.default_rng(0)
     real = None
@@ -157,6 +157,8 @@ def run(*, imatrix_path: str | None = None, max_rows: int = 1024, types: tuple[Q
         real = load_imatrix(imatrix_path)
     ntensors = 0
     for label, path in model_paths():
+        if models and not any(label.lower().startswith(m.lower()) for m in models):
+            continue
         tensors = load_model(path, max(max_rows, 8192))  # the proxy needs whole attn_v / ffn_gate / ffn_up
         reader = gguf.GGUFReader(path)
         arch = reader.fields["general.architecture"].contents()
@@ -238,9 +240,12 @@ def main() -> None:
     ap.add_argument("--types", help="comma-separated, e.g. Q4_K,Q6_K")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-jitter", action="store_true")
+    ap.add_argument("--models", help="comma-separated name prefixes, e.g. smollm2 (an imatrix fits one model)")
     a = ap.parse_args()
     types = tuple(Q[s.strip()] for s in a.types.split(",")) if a.types else SUPPORTED
-    print(run(imatrix_path=a.imatrix, max_rows=a.max_rows, types=types, threads=a.threads, jitter=not a.no_jitter))
+    models = tuple(m.strip() for m in a.models.split(",")) if a.models else None
+    print(run(imatrix_path=a.imatrix, max_rows=a.max_rows, types=types, threads=a.threads, jitter=not a.no_jitter,
+              models=models))
 
 
 if __name__ == "__main__":

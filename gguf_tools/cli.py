@@ -38,7 +38,7 @@ def convert(
                                    " Q3_K_S Q2_K Q5_1 Q5_0 Q4_1 Q4_0."),
     imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="Importance matrix (llama.cpp GGUF or .dat)."),
     plan_only: bool = typer.Option(False, "--plan", help="Print the type chosen for every tensor; write nothing."),
-    search: str = typer.Option("default", "--search", help="Block search: default (ours) or ggml (bit-exact)."),
+    search: str = typer.Option("default", "--search", help="Block search: default (ours), best (ours, wider and slower) or ggml (bit-exact)."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Read pytorch_model.bin (weights_only)."),
     pre_tokenizer: Optional[str] = typer.Option(None, "--pre-tokenizer", help="Force llama.cpp's pre-tokenizer name."),
     force: bool = typer.Option(True, "--force/--no-overwrite", help="Replace an existing output file."),
@@ -51,6 +51,7 @@ def convert(
 
     if output is None and not plan_only:
         raise click.UsageError("missing option '-o' / '--output' (or use --plan)")
+    _check_search(search)
     result = run_convert(
         src,
         None if plan_only else output,
@@ -73,7 +74,7 @@ def quantize(
     quant: str = typer.Option("Q4_K_M", "--quant", "-q", help="Preset, as for convert."),
     imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="Importance matrix (llama.cpp GGUF or .dat)."),
     plan_only: bool = typer.Option(False, "--plan", help="Print the type chosen for every tensor; write nothing."),
-    search: str = typer.Option("default", "--search", help="Block search: default (ours) or ggml (bit-exact)."),
+    search: str = typer.Option("default", "--search", help="Block search: default (ours), best (ours, wider and slower) or ggml (bit-exact)."),
     allow_requantize: bool = typer.Option(False, "--allow-requantize", help="Re-quantize quantized tensors."),
     force: bool = typer.Option(True, "--force/--no-overwrite", help="Replace an existing output file."),
     no_progress: bool = typer.Option(False, "--no-progress"),
@@ -84,10 +85,18 @@ def quantize(
 
     if output is None and not plan_only:
         raise click.UsageError("missing OUTPUT (or use --plan)")
+    _check_search(search)
     result = quantize_gguf(src, None if plan_only else output, quant, imatrix=imatrix, mode=search,
                            allow_requantize=allow_requantize, overwrite=force,
                            progress=False if no_progress else None)
     _report(result, plan_only, as_json)
+
+
+def _check_search(search: str) -> None:
+    from .quantize import MODES
+
+    if search not in MODES:
+        raise click.UsageError(f"--search must be one of {', '.join(MODES)}, got {search!r}")
 
 
 def _report(result, plan_only: bool, as_json: bool) -> None:

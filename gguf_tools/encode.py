@@ -9,8 +9,12 @@ from .safetensors_file import to_bf16_bits
 Q = gguf.GGMLQuantizationType
 
 
-def encode(w: np.ndarray, qtype: Q, importance: np.ndarray | None = None, *, mode: str = "default") -> np.ndarray:
-    """Encode ``w`` (rows, row length; or 1-D) as ``qtype``; ``importance`` weights the error per column."""
+def encode(w: np.ndarray, qtype: Q, importance: np.ndarray | None = None, *, mode: str = "default",
+           threads: int | None = None) -> np.ndarray:
+    """Encode ``w`` (rows, row length; or 1-D) as ``qtype``; ``importance`` weights the error per column.
+
+    ``threads``: worker threads of the block search (default: every CPU).
+    """
     if qtype == Q.F32:
         return np.ascontiguousarray(w, dtype=np.float32)
     if qtype == Q.F16:
@@ -20,4 +24,4 @@ def encode(w: np.ndarray, qtype: Q, importance: np.ndarray | None = None, *, mod
     from .quantize import quantize
 
     rows = np.ascontiguousarray(w, dtype=np.float32).reshape(-1, w.shape[-1])
-    return quantize(rows, qtype, importance, mode=mode)
+    return quantize(rows, qtype, importance, mode=mode, threads=threads)

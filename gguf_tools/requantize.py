@@ -11,10 +11,11 @@ import numpy as np
 
 from .convert import CHUNK_BYTES, ConvertResult, _check_finite, _progress_bar, add_quant_metadata
 from .encode import encode
-from .errors import UnsupportedError
+from .errors import InputError, UnsupportedError
+from .gguf_raw import RawField, RawGGUF
 from .inspect_gguf import open_gguf
 from .plan import get_preset, plan_gguf
-from .writer import OutTensor, write_gguf
+from .writer import OutTensor, RawValue, write_gguf
 
 Q = gguf.GGMLQuantizationType
 FLOATS = (Q.F32, Q.F16, Q.BF16)
@@ -22,9 +23,22 @@ FLOATS = (Q.F32, Q.F16, Q.BF16)
 REWRITTEN = ("general.file_type", "general.quantization_version", "general.quantized_by")
 
 
-def copy_metadata(reader: gguf.GGUFReader, w: gguf.GGUFWriter) -> None:
+def open_source(src: str | Path) -> RawGGUF | gguf.GGUFReader:
+    """The input file: read raw (fast, metadata copied verbatim) unless it is a packed file."""
+    from .pack import is_packed
+
+    path = Path(src)
+    if path.is_file() and not is_packed(path):
+        return RawGGUF(path)
+    return open_gguf(path)
+
+
+def copy_metadata(reader: RawGGUF | gguf.GGUFReader, w: gguf.GGUFWriter) -> None:
     for key, field in reader.fields.items():
         if key.startswith(("GGUF.", "gguf_tools.")) or key in REWRITTEN or key == "general.architecture":
+            continue
+        if isinstance(field, RawField):
+            w.add_key_value(key, RawValue(field.raw), field.types[0])
             continue
         vtype = field.types[0]
         sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
@@ -41,6 +55,7 @@ def quantize_gguf(
     allow_requantize: bool = False,
     overwrite: bool = True,
     progress: bool | None = None,
+    threads: int | None = None,
 ) -> ConvertResult:
     """Re-encode every tensor of ``src`` at the preset's types; ``dst=None`` only plans."""
     start = time.perf_counter()
@@ -50,7 +65,7 @@ def quantize_gguf(
         from .imatrix import load_imatrix
 
         importance = load_imatrix(imatrix)
-    reader = open_gguf(src)
+    reader = open_source(src)
     arch = str(reader.fields["general.architecture"].contents())
     plan = plan_gguf(reader, preset, has_imatrix=importance is not None)
     tensors = [OutTensor(t.name, tuple(int(d) for d in reversed(t.shape)), plan[t.name]) for t in reader.tensors]
@@ -69,13 +84,13 @@ def quantize_gguf(
         copy_metadata(reader, w)
         add_quant_metadata(w, preset, tensors, imatrix, mode)
 
-    data = _produce(reader, tensors, importance or {}, mode, progress)
+    data = _produce(reader, tensors, importance or {}, mode, progress, threads)
     size = write_gguf(Path(dst), arch, add_metadata, tensors, data, overwrite=overwrite)
     return ConvertResult(Path(dst), arch, size, n_params, types, time.perf_counter() - start, plan)
 
 
-def _produce(reader: gguf.GGUFReader, tensors: list[OutTensor], importance: dict[str, np.ndarray], mode: str,
-             progress: bool | None) -> Iterator[np.ndarray]:
+def _produce(reader: RawGGUF | gguf.GGUFReader, tensors: list[OutTensor], importance: dict[str, np.ndarray], mode: str,
+             progress: bool | None, threads: int | None = None) -> Iterator[np.ndarray]:
     from .kernels import dequantize
 
     bar = _progress_bar(sum(t.nbytes for t in tensors), progress)
@@ -83,6 +98,8 @@ def _produce(reader: gguf.GGUFReader, tensors: list[OutTensor], importance: dict
         for src, out in zip(reader.tensors, tensors):
             raw = np.asarray(src.data)
             if src.tensor_type == out.qtype:
+                if src.tensor_type in FLOATS:
+                    _check_copied(raw, src.tensor_type, src.name)
                 yield raw
             else:
                 n_rows = int(np.prod(out.shape[:-1], dtype=np.int64)) if len(out.shape) > 1 else 1
@@ -94,10 +111,20 @@ def _produce(reader: gguf.GGUFReader, tensors: list[OutTensor], importance: dict
                     block = rows_raw[r0 : r0 + step]
                     w = dequantize(src.tensor_type, block, (len(block), row_len))
                     _check_finite(w, src.name)
-                    parts.append(encode(w, out.qtype, importance.get(src.name), mode=mode))
+                    parts.append(encode(w, out.qtype, importance.get(src.name), mode=mode, threads=threads))
                 yield np.concatenate(parts).reshape(-1) if len(parts) > 1 else parts[0]
             if bar is not None:
                 bar.update(out.nbytes)
     finally:
         if bar is not None:
             bar.close()
+
+
+def _check_copied(raw: np.ndarray, qtype: Q, name: str) -> None:
+    """A float tensor copied as it is must be finite too (the same rule as for encoded ones)."""
+    if qtype == Q.BF16:
+        bits = raw.view(np.uint16)
+        if bits.size and ((bits & 0x7F80) == 0x7F80).any():
+            raise InputError(f"tensor {name!r} contains NaN or Inf values")
+    else:
+        _check_finite(raw, name)

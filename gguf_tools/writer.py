@@ -28,6 +28,19 @@ class OutTensor:
         return tensor_nbytes(self.shape, self.qtype)
 
 
+class RawValue(bytes):
+    """A metadata value already in GGUF's encoding (type tag and payload): written back verbatim."""
+
+
+class _Writer(gguf.GGUFWriter):
+    """GGUFWriter that writes RawValue metadata as it is (copying a tokenizer costs no re-encoding)."""
+
+    def _pack_val(self, val, vtype, add_vtype, sub_type=None):  # noqa: ANN001 - GGUFWriter's signature
+        if isinstance(val, RawValue) and add_vtype:
+            return bytes(val)
+        return super()._pack_val(val, vtype, add_vtype, sub_type=sub_type)
+
+
 def tensor_nbytes(shape: tuple[int, ...], qtype: Q) -> int:
     block, size = gguf.GGML_QUANT_SIZES[qtype]
     n = int(np.prod(shape, dtype=np.int64))
@@ -48,7 +61,7 @@ def write_gguf(
     """Write ``tensors`` (their bytes come lazily from ``data``, in order) and return the file size."""
     data_bytes = sum(gguf.GGUFWriter.ggml_pad(t.nbytes, gguf.GGUF_DEFAULT_ALIGNMENT) for t in tensors)
     with atomic_output(dest, overwrite=overwrite, needed=data_bytes) as tmp:
-        w = gguf.GGUFWriter(tmp, arch)
+        w = _Writer(tmp, arch)
         try:
             add_metadata(w)
             for t in tensors:

@@ -3,7 +3,8 @@
  *   quantize(src, dst, n_per_row, qtype, weights, mode, threads)
  *     src: float32 buffer of rows * n_per_row values; dst: writable buffer of rows * row_bytes;
  *     weights: float32 buffer of n_per_row values or None; mode 0 = our search (weights are the
- *     importance, None = 1), mode 1 = ggml's own quantizer (weights are the raw imatrix).
+ *     importance, None = 1), mode 1 = ggml's own quantizer (weights are the raw imatrix),
+ *     mode 2 = our search with the wider candidate grids (slower; search.SETTINGS_BEST).
  *   simd() -> name of the instruction set the search runs with.
  *
  * Work is split across threads by rows (ggml mode) or by groups of blocks (our search), with
@@ -112,6 +113,7 @@ static void kq_run_job(kq_job *j) {
     }
     kq_scratch *sc = (kq_scratch *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
     memset(&sc->p, 0, sizeof sc->p);
+    sc->p.wide = j->mode == 2;
     const int64_t nblocks = j->rows * bpr;
     for (int64_t g = j->begin; g < j->end; ++g) {
         const int64_t b0 = g * NL;
@@ -160,8 +162,8 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
         PyErr_Format(PyExc_ValueError, "unsupported quantization type %d", type);
         goto done;
     }
-    if (mode != 0 && mode != 1) {
-        PyErr_SetString(PyExc_ValueError, "mode must be 0 (search) or 1 (ggml)");
+    if (mode < 0 || mode > 2) {
+        PyErr_SetString(PyExc_ValueError, "mode must be 0 (search), 1 (ggml) or 2 (wide search)");
         goto done;
     }
     if (n_per_row <= 0 || n_per_row % ti->block || n_per_row > ((Py_ssize_t)1 << 40)) {

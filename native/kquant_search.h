@@ -22,12 +22,21 @@ typedef int32_t vi __attribute__((vector_size(4 * NL)));
 typedef struct { float r0, dr; int n; } kq_seg;
 typedef struct { kq_seg seg[4]; int nseg, lloyd, rounds; } kq_cfg;
 
-/* mirror of search.SETTINGS */
+/* mirror of search.SETTINGS (wide: search.SETTINGS_BEST, where it differs) */
 #define KQ_GRID4 {{-1.0f, 0.1f, 21}, {-8.0f, 0.5f, 14}, {1.0f, 0.25f, 12}, {-14.0f, 1.0f, 6}}, 4
 #define KQ_GRID5 {{-1.0f, 0.1f, 21}, {-16.0f, 0.5f, 30}, {1.0f, 0.5f, 16}, {-30.0f, 1.0f, 14}}, 4
-static kq_cfg kq_config(int type) {
+#define KQ_GRID_NARROW {{-1.0f, 0.2f, 11}, {-3.0f, 1.0f, 2}}, 2
+static kq_cfg kq_config(int type, int wide) {
     kq_cfg c;
     memset(&c, 0, sizeof c);
+    if (!wide && type == KQ_Q8_0) {
+        c = (kq_cfg){{{-0.5f, 0.25f, 5}}, 1, 1, 0};
+        return c;
+    }
+    if (!wide && (type == KQ_Q4_0 || type == KQ_Q5_0 || type == KQ_Q4_1 || type == KQ_Q5_1)) {
+        c = (kq_cfg){KQ_GRID_NARROW, 1, 0};
+        return c;
+    }
     switch (type) {
     case KQ_Q2_K: c = (kq_cfg){{{-2.0f, 0.2f, 21}}, 1, 2, 3}; break;
     case KQ_Q3_K: c = (kq_cfg){{{-3.0f, 0.4f, 18}}, 1, 1, 2}; break;
@@ -58,12 +67,14 @@ static const signed char KQ_STEPS_AFF[25][2] = {
     {0, 0}, {-1, 0}, {0, -1}, {0, 1}, {1, 0}, {-2, 0}, {-1, -1}, {-1, 1}, {0, -2}, {0, 2}, {1, -1}, {1, 1}, {2, 0},
     {-2, -1}, {-2, 1}, {-1, -2}, {-1, 2}, {1, -2}, {1, 2}, {2, -1}, {2, 1}, {-2, -2}, {-2, 2}, {2, -2}, {2, 2}};
 static const signed char KQ_STEPS_SYM[5] = {0, -1, 1, -2, 2};
+static const signed char KQ_FLIP_SYM[3] = {0, -1, 1};
 
 /* Per-lane block parameters a search produces (floats holding integers for codes and levels). */
 typedef struct {
     vf d, dmin;
     vf sc[16], mn[16];
     vf L[256];
+    int wide; /* input: the wider, slower search (mode "best") */
 } kq_params;
 #endif
 
@@ -301,16 +312,19 @@ static void S(pick_affine)(const vf *x, const vf *w, int n, int nsub, vf d, vf d
     }
 }
 
-static void S(pick_sym)(const vf *x, const vf *w, vf d, const vf *sc0, int nh, int cmin, int cmax, vf *sc, vf *L,
-                        vf *e) {
+/* flip: also the codes of opposite sign (search.FLIP_SYM), for levels asymmetric about zero */
+static void S(pick_sym)(const vf *x, const vf *w, vf d, const vf *sc0, int nh, int cmin, int cmax, int flip, vf *sc,
+                        vf *L, vf *e) {
     const vf VLO = S(splat)((float)-nh), VHI = S(splat)((float)(nh - 1));
     const vf VCMIN = S(splat)((float)cmin), VCMAX = S(splat)((float)cmax);
+    const int ncand = flip ? 8 : 5;
     vf Lc[16];
     for (int j = 0; j < 16; ++j) {
         const vf *xj = x + j * 16, *wj = w + j * 16;
         vf *Lj = L + j * 16;
-        for (int t = 0; t < 5; ++t) {
-            const vf scc = S(clampv)(sc0[j] + (float)KQ_STEPS_SYM[t], VCMIN, VCMAX);
+        for (int t = 0; t < ncand; ++t) {
+            const vf scc = t < 5 ? S(clampv)(sc0[j] + (float)KQ_STEPS_SYM[t], VCMIN, VCMAX)
+                                 : S(clampv)(-sc0[j] + (float)KQ_FLIP_SYM[t - 5], VCMIN, VCMAX);
             const vf ds = d * scc, ids = S(recip)(ds);
             vf ec = S(splat)(0.0f);
             for (int i = 0; i < 16; ++i) {
@@ -337,7 +351,7 @@ static void S(k_affine)(int type, const vf *X, const vf *W, kq_params *p) {
     const int n = type == KQ_Q2_K ? 16 : 32, nmax = type == KQ_Q2_K ? 3 : (type == KQ_Q4_K ? 15 : 31);
     const int cmax = type == KQ_Q2_K ? 15 : 63, nsub = 256 / n;
     const vf V0 = S(splat)(0.0f), VNMAX = S(splat)((float)nmax), VCMAX = S(splat)((float)cmax);
-    const kq_cfg cfg = kq_config(type);
+    const kq_cfg cfg = kq_config(type, p->wide);
     float grid[KQ_MAX_GRID];
     const int ngrid = kq_grid(&cfg, grid);
     vf s[16], m[16], Ws[16], Wm[16], sc0[16], mn0[16], e[16], sc2[16], mn2[16], e2[16];
@@ -410,7 +424,7 @@ static void S(k_sym)(int type, const vf *X, const vf *W, kq_params *p) {
     const int nh = type == KQ_Q3_K ? 4 : 32, cmin = type == KQ_Q3_K ? -32 : -128, cmax = type == KQ_Q3_K ? 31 : 127;
     const vf VLO = S(splat)((float)-nh), VHI = S(splat)((float)(nh - 1));
     const vf VCMIN = S(splat)((float)cmin), VCMAX = S(splat)((float)cmax);
-    const kq_cfg cfg = kq_config(type);
+    const kq_cfg cfg = kq_config(type, p->wide);
     float grid[KQ_MAX_GRID];
     const int ngrid = kq_grid(&cfg, grid);
     vf s[16], Ws[16], sc0[16], e[16], sc2[16], e2[16];
@@ -430,7 +444,8 @@ static void S(k_sym)(int type, const vf *X, const vf *W, kq_params *p) {
     S(code_scales)(s, Ws, 16, cmin, cmax, &d);
     const vf id = S(recip)(d);
     for (int j = 0; j < 16; ++j) sc0[j] = S(rc)(s[j] * id, VCMIN, VCMAX);
-    S(pick_sym)(X, W, d, sc0, nh, cmin, cmax, p->sc, p->L, e);
+    const int flip = type == KQ_Q3_K;
+    S(pick_sym)(X, W, d, sc0, nh, cmin, cmax, flip, p->sc, p->L, e);
     vf total = S(splat)(0.0f);
     for (int j = 0; j < 16; ++j) total += e[j];
     for (int r = 0; r < cfg.rounds; ++r) {
@@ -443,7 +458,7 @@ static void S(k_sym)(int type, const vf *X, const vf *W, kq_params *p) {
         }
         const vf nd = S(divsel)(saa > 0.0f, sxa, saa, S(splat)(0.0f));
         const vf d2 = S(sel)(nd != 0.0f, S(h16)(nd), d);
-        S(pick_sym)(X, W, d2, p->sc, nh, cmin, cmax, sc2, L2, e2);
+        S(pick_sym)(X, W, d2, p->sc, nh, cmin, cmax, flip, sc2, L2, e2);
         vf t2 = S(splat)(0.0f);
         for (int j = 0; j < 16; ++j) t2 += e2[j];
         const vi k = t2 < total;
@@ -458,7 +473,7 @@ static void S(k_sym)(int type, const vf *X, const vf *W, kq_params *p) {
 static void S(legacy_sym)(int type, const vf *X, const vf *W, kq_params *p) {
     const int nh = type == KQ_Q4_0 ? 8 : (type == KQ_Q5_0 ? 16 : 128);
     const vf VLO = S(splat)((float)-nh), VHI = S(splat)((float)(nh - 1));
-    const kq_cfg cfg = kq_config(type);
+    const kq_cfg cfg = kq_config(type, p->wide);
     float grid[KQ_MAX_GRID];
     const int ngrid = kq_grid(&cfg, grid);
     vf cand[3], best = S(splat)(0.0f), Lc[32];
@@ -484,7 +499,7 @@ static void S(legacy_sym)(int type, const vf *X, const vf *W, kq_params *p) {
 static void S(legacy_affine)(int type, const vf *X, const vf *W, kq_params *p) {
     const int nmax = type == KQ_Q4_1 ? 15 : 31;
     const vf V0 = S(splat)(0.0f), VNMAX = S(splat)((float)nmax);
-    const kq_cfg cfg = kq_config(type);
+    const kq_cfg cfg = kq_config(type, p->wide);
     float grid[KQ_MAX_GRID];
     const int ngrid = kq_grid(&cfg, grid);
     vf s, b, cd[3], cm[3], best = S(splat)(0.0f), Lc[32];
@@ -530,7 +545,7 @@ KQ_INL void S(iq4_pick)(vf v, const float *mid, const float *step, vf *idx, vf *
 }
 
 static void S(iq4_nl)(const vf *X, const vf *W, kq_params *p) {
-    const kq_cfg cfg = kq_config(KQ_IQ4_NL);
+    const kq_cfg cfg = kq_config(KQ_IQ4_NL, p->wide);
     float grid[KQ_MAX_GRID], vals[16], mid[15], step[15];
     const int ngrid = kq_grid(&cfg, grid);
     for (int m = 0; m < 16; ++m) vals[m] = (float)KQ_IQ4NL[m];

@@ -104,14 +104,27 @@ def test_ggml_mode_writes_the_same_bytes_as_ggml_quantize_chunk(qtype, with_imat
 # --- the C path and the NumPy reference agree -------------------------------------------------
 
 @needs_native
+@pytest.mark.parametrize("mode", ["default", "best"])
 @pytest.mark.parametrize("qtype", SUPPORTED, ids=lambda t: t.name)
-def test_native_and_numpy_searches_write_identical_bytes(qtype):
+def test_native_and_numpy_searches_write_identical_bytes(qtype, mode):
     n = _cols(qtype)
     w = np.concatenate([edge_rows(n), np.random.default_rng(11).standard_normal((8, n)).astype(np.float32)])
     for imp in (None, importance(n)):
-        ref = quantize(w, qtype, imp, impl="numpy")
-        assert np.array_equal(quantize(w, qtype, imp, impl="native", threads=1), ref)
-        assert np.array_equal(quantize(w, qtype, imp, impl="native", threads=3), ref)
+        ref = quantize(w, qtype, imp, mode=mode, impl="numpy")
+        assert np.array_equal(quantize(w, qtype, imp, mode=mode, impl="native", threads=1), ref)
+        assert np.array_equal(quantize(w, qtype, imp, mode=mode, impl="native", threads=3), ref)
+
+
+@needs_native
+def test_best_mode_is_never_worse_on_the_32_weight_types_and_differs_somewhere():
+    w = real_tensors()["smollm2.attn_q"]
+    imp = importance(w.shape[1])
+    changed = 0
+    for qtype in (Q.Q4_0, Q.Q5_0, Q.Q8_0, Q.Q4_1, Q.Q5_1):
+        default, best = quantize(w, qtype, imp), quantize(w, qtype, imp, mode="best")
+        changed += not np.array_equal(default, best)
+        assert weighted_error(w, best, qtype, imp) <= weighted_error(w, default, qtype, imp)
+    assert changed >= 3
 
 
 @needs_native
@@ -245,7 +258,7 @@ def test_bad_shapes_types_and_importance_are_refused():
     with pytest.raises(InputError, match="non-negative"):
         quantize(w, Q.Q4_K, np.full(256, np.nan, dtype=np.float32), mode="ggml")
     with pytest.raises(ValueError, match="mode"):
-        quantize(w, Q.Q4_K, mode="best")
+        quantize(w, Q.Q4_K, mode="fastest")
 
 
 @pytest.mark.parametrize("impl", ["numpy", pytest.param("native", marks=needs_native)])

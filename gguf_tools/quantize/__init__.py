@@ -5,6 +5,8 @@
 Modes:
   "default"  our search (gguf_tools/quantize/search.py): minimises the importance-weighted
              squared error sum_j imp_j (w_ij - q_ij)^2 in ggml's own block formats.
+  "best"     the same search with wider candidate grids for the 32-weight types (Q4_0..Q8_0):
+             several times slower on those types, a little lower error (search.SETTINGS_BEST).
   "ggml"     ggml's quantizer bit for bit (ggml_quantize_chunk): exact tests and provenance.
 
 Both run in C (gguf_tools._kquant, threads across blocks, GIL released) and have a NumPy
@@ -23,7 +25,8 @@ from . import ggml_port, search
 Q = gguf.GGMLQuantizationType
 
 SUPPORTED = (Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.IQ4_NL)
-MODES = ("default", "ggml")
+MODES = ("default", "best", "ggml")
+_NATIVE_MODE = {"default": 0, "ggml": 1, "best": 2}
 
 try:
     from .. import _kquant
@@ -111,8 +114,8 @@ def quantize(w: np.ndarray, qtype: Q, imatrix: np.ndarray | None = None, *, mode
             raise UnsupportedError("the native extension gguf_tools._kquant is not built")
         out = np.empty((rows, nbytes), dtype=np.uint8)
         nthreads = threads if threads is not None else (os.cpu_count() or 1)
-        _kquant.quantize(w, out, n, int(qtype), weights, 1 if mode == "ggml" else 0, max(1, int(nthreads)))
+        _kquant.quantize(w, out, n, int(qtype), weights, _NATIVE_MODE[mode], max(1, int(nthreads)))
         return out
     if mode == "ggml":
         return ggml_port.quantize_ggml(w, qtype, weights)
-    return search.quantize_search(w, qtype, weights)
+    return search.quantize_search(w, qtype, weights, best=mode == "best")
