@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gguf_runtime.evaluate import _log_softmax
+
 from bench.bench_decode import TEXT, gemma3_q4_k_m
 from bench.common import CACHE, smollm2_gguf
 
@@ -44,12 +46,6 @@ def models() -> dict[str, Path]:
         "SmolLM2-135M Q4_K_M (gguf-tools)": _made("smollm2", sm16, "Q4_K_M"),
         "SmolLM2-135M Q8_0 (gguf-tools)": _made("smollm2", sm16, "Q8_0"),
     }
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    x = logits.astype(np.float64)
-    x -= x.max(-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
 def _kld(lp: np.ndarray, lq: np.ndarray) -> float:

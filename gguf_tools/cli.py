@@ -264,12 +264,7 @@ def eval_(
     """KL divergence, top-1 agreement and perplexity of CANDIDATE against --ref."""
     from gguf_runtime.evaluate import evaluate
 
-    from .errors import InputError
-
-    try:
-        body = text.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{text}: cannot read as UTF-8 text: {e}") from None
+    body = _read_text(text)
     r = evaluate(candidate, ref, body, ctx=ctx, max_chunks=chunks, threads=threads)
     if as_json:
         _emit_json(r.as_dict())
@@ -280,6 +275,15 @@ def eval_(
         f"top-1     {100 * r.top1_agreement:.2f}%\n"
         f"PPL       {r.ppl_candidate:.4f} (reference {r.ppl_reference:.4f})"
     )
+
+
+def _read_text(path: Path) -> str:
+    from .errors import InputError
+
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read as UTF-8 text: {e}") from None
 
 
 @app.command()
@@ -295,13 +299,9 @@ def imatrix(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Collect an importance matrix (llama-imatrix's GGUF form) by running MODEL over --text."""
-    from .errors import InputError
     from .imatrix_collect import collect_imatrix
 
-    try:
-        body = text.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{text}: cannot read as UTF-8 text: {e}") from None
+    body = _read_text(text)
     show = not no_progress and not as_json and sys.stderr.isatty()
 
     def progress(done: int, total: int) -> None:
