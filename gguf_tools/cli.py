@@ -163,14 +163,17 @@ def pack(
     src: Path = typer.Argument(..., help="GGUF file."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help=f"Packed file (default: SRC with {PACKED_SUFFIX})."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Default: all available cores."),
+    smallest: bool = typer.Option(False, "--smallest",
+                                  help="Code every field that saves a byte: a little smaller, about twice as slow to load."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Huffman-pack a GGUF file, losslessly: smaller to store and ship, loads directly (docs/packed-format.md)."""
+    from .pack import MIN_SAVING
     from .pack import pack as run_pack
 
     output = output or _default_output(src, ".gguf", PACKED_SUFFIX)
     _check_distinct(src, output)
-    stats = run_pack(src, output, threads=threads)
+    stats = run_pack(src, output, threads=threads, min_saving=0.0 if smallest else MIN_SAVING)
     if as_json:
         _emit_json({"output": str(output), "original_size": stats.original_size, "packed_size": stats.packed_size,
                     "ratio": round(stats.ratio, 4), "chunks": stats.n_chunks, "seconds": round(stats.seconds, 3)})

@@ -12,6 +12,7 @@ import hashlib
 import mmap
 import os
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -60,7 +61,8 @@ from .pack_header import GGUFView, TensorInfo, parse_gguf_header
 from .pack_huffman import code_lengths, coded_bits
 
 CHUNK_TARGET = 1 << 20      # decoded bytes per chunk: many chunks per thread, tables built once per chunk
-MIN_SAVING = 0.0            # default: a field is coded whenever that saves bytes, else stored raw
+MIN_SAVING = 0.05           # default: fields whose coding saves under 5% (4-6-bit quants) stay raw:
+                            # half the decoding time for a file 0.5-2% larger (min_saving=0: smallest)
 RICH_FIELD_MIN = 1 << 16    # fields smaller than this (symbols) get one table or none
 CTX_GROUP_MIN = 1 << 15     # symbols a context value needs for a table of its own
 MAX_CTX_GROUPS = 32
@@ -77,7 +79,9 @@ __all__ = [
     "pack",
     "pack_info",
     "read_packed_header",
+    "Unpacking",
     "unpack",
+    "unpack_for_llama",
     "unpack_to_memory",
 ]
 
@@ -163,7 +167,9 @@ class PackInfo:
 class _Packed:
     """An open, validated packed file: mapped, header and index parsed and cross-checked."""
 
-    def __init__(self, path: Path, keep_values: bool = False):
+    def __init__(self, path: Path, keep_values: bool = False, *, checked: bool = True):
+        """``checked=False`` stops after the fixed header and the kept GGUF header's CRC: enough to
+        hand the GGUF header on; ``check()`` then parses and cross-checks the rest."""
         self.path = Path(path)
         what = str(self.path)
         try:
@@ -184,17 +190,24 @@ class _Packed:
             raise
         try:
             self.header: FixedHeader = parse_header(self.mm[:HEADER_SIZE], self.size, what)
-            h = self.header
-            self.prefix = self.mm[HEADER_SIZE:HEADER_SIZE + h.prefix_size]
-            self.view: GGUFView = read_view(self.prefix, h, what, keep_values)
-            raw_index = self.mm[h.index_offset:h.index_offset + h.index_size]
-            if crc32c(raw_index) != h.index_crc:
-                raise InputError(f"{what}: index checksum mismatch")
-            self.index: PackIndex = parse_index(raw_index, h, what, 2 * len(self.view.tensors) + 1)
-            validate(h, self.view, self.index, what)
+            self.prefix = self.mm[HEADER_SIZE:HEADER_SIZE + self.header.prefix_size]
+            if crc32c(self.prefix) != self.header.prefix_crc:
+                raise InputError(f"{what}: GGUF header checksum mismatch")
+            if checked:
+                self.check(keep_values)
         except BaseException:
             self.close()
             raise
+
+    def check(self, keep_values: bool = False) -> None:
+        """Parse the kept GGUF header and the index, and check that they agree."""
+        h, what = self.header, str(self.path)
+        self.view: GGUFView = read_view(self.prefix, h, what, keep_values)
+        raw_index = self.mm[h.index_offset:h.index_offset + h.index_size]
+        if crc32c(raw_index) != h.index_crc:
+            raise InputError(f"{what}: index checksum mismatch")
+        self.index: PackIndex = parse_index(raw_index, h, what, 2 * len(self.view.tensors) + 1)
+        validate(h, self.view, self.index, what)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -226,11 +239,11 @@ class _Packed:
             raise ResourceError(f"{self.path}: not enough memory to decode") from None
 
     def decode_to_fd(self, fd: int, threads: int | None) -> None:
-        """Write the whole original file into an open file, each chunk checked before it is written."""
+        """Write the tensor data into an open file (the prefix is the caller's), each chunk checked
+        before it is written."""
         h = self.header
         jobs, words, tables = decode_plan(h, self.index)
         try:
-            os.pwrite(fd, self.prefix, 0)
             _native().decode_to_fd(self.mm, fd, h.original_size, jobs, words, tables, threads=_threads(threads))
         except ValueError as e:
             raise InputError(f"{self.path}: corrupt packed data: {e}") from None
@@ -306,6 +319,7 @@ def unpack(src: str | os.PathLike, dst: str | os.PathLike, *, threads: int | Non
     with _Packed(Path(src)) as p:
         size = p.header.original_size
         with atomic_output(Path(dst), needed=size) as tmp, open(tmp, "r+b") as fh:
+            os.pwrite(fh.fileno(), p.prefix, 0)
             p.decode_to_fd(fh.fileno(), threads)
             if os.fstat(fh.fileno()).st_size != size:
                 raise InputError(f"{src}: unpacked data is {os.fstat(fh.fileno()).st_size} bytes, not {size}")
@@ -335,17 +349,65 @@ def _available_memory() -> int | None:
         return None
 
 
+class Unpacking:
+    """A packed file being decoded in the background into a file that llama.cpp can open.
+
+    ``path`` holds the GGUF header and has the full size at once, so a loader can parse the
+    metadata and build the model while the tensor data is still being written; that data is
+    complete (chunk CRCs checked, sha256 too when asked) only once ``wait()`` has returned.
+    """
+
+    def __init__(self, packed: _Packed, fd: int, path: str, threads: int | None, verify: bool, sealable: bool):
+        self.path = path
+        self._packed, self._fd, self._verify, self._sealable = packed, fd, verify, sealable
+        self._error: BaseException | None = None
+        self._checked = False
+        self._thread = threading.Thread(target=self._decode, args=(threads,), name="gguf-unpack", daemon=True)
+        self._thread.start()
+
+    def _decode(self, threads: int | None) -> None:
+        # Below the loader's priority: it works on one core meanwhile, and the decoder's threads
+        # (which inherit this) should take the other core without slowing it down.
+        with contextlib.suppress(AttributeError, OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        try:
+            self._packed.check()
+            self._packed.decode_to_fd(self._fd, threads)
+        except BaseException as e:  # handed to whoever waits
+            self._error = e
+
+    def wait(self) -> None:
+        """Block until every byte is in place; raise the decoder's error if it failed."""
+        self._thread.join()
+        if self._checked:
+            return
+        p = self._packed
+        if isinstance(self._error, OSError):
+            where = "memory" if self._sealable else self.path
+            raise ResourceError(f"{p.path}: cannot hold the unpacked model ({p.header.original_size} bytes) in "
+                                f"{where}: {self._error.strerror}") from None
+        if self._error is not None:
+            raise self._error
+        if self._verify:
+            p.check_file_sha256(self._fd)
+        if self._sealable:
+            _seal(self._fd)
+        self._checked = True
+
+
 @contextlib.contextmanager
-def open_for_llama(src: str | os.PathLike, *, threads: int | None = None, verify: bool = False) -> Iterator[str]:
-    """A path llama.cpp can open, holding the unpacked GGUF, valid inside the ``with`` block.
+def unpack_for_llama(src: str | os.PathLike, *, threads: int | None = None, verify: bool = False
+                     ) -> Iterator[Unpacking]:
+    """Start decoding a packed file into memory; the path stays valid inside the ``with`` block.
 
     On Linux the data lives in an anonymous memory file (memfd) that llama.cpp maps directly, so no
     copy touches the disk; where that is unavailable, or the model would not fit in free memory, a
     temporary file is used and removed afterwards. Chunk CRCs are always checked before data is
-    written; ``verify=True`` also checks the whole file's sha256 (slower to start).
+    written; ``verify=True`` also checks the whole file's sha256 in ``wait()``. Leaving the block
+    waits for the decoder, whatever happened inside it.
     """
     src = Path(src)
-    with _Packed(src) as p:
+    with _Packed(src, checked=False) as p:
         size = p.header.original_size
         avail = _available_memory()
         fd, name = -1, None
@@ -355,36 +417,32 @@ def open_for_llama(src: str | os.PathLike, *, threads: int | None = None, verify
                 fd = os.memfd_create(src.name[:200], flags)
         if fd < 0:
             fd, name = tempfile.mkstemp(prefix=f".{src.name}.", suffix=".gguf")
+        job = None
         try:
             try:
-                p.decode_to_fd(fd, threads)
-                if verify:
-                    p.check_file_sha256(fd)
+                os.ftruncate(fd, size)
+                os.pwrite(fd, p.prefix, 0)
             except OSError as e:
-                where = name or "memory"
-                raise ResourceError(f"{src}: cannot hold the unpacked model ({size} bytes) in {where}: "
-                                    f"{e.strerror}") from None
-            if name is None:
-                _seal(fd)
-                path = f"/proc/self/fd/{fd}"
-            else:
-                os.close(fd)
-                fd, path = -1, name
-        except BaseException:
-            if fd >= 0:
-                os.close(fd)
+                raise ResourceError(f"{src}: cannot hold the unpacked model ({size} bytes) in "
+                                    f"{name or 'memory'}: {e.strerror}") from None
+            job = Unpacking(p, fd, name or f"/proc/self/fd/{fd}", threads, verify, sealable=name is None)
+            yield job
+        finally:
+            if job is not None:
+                job._thread.join()
+            os.close(fd)
             if name is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(name)
-            raise
-    try:
-        yield path
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        if name is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(name)
+
+
+@contextlib.contextmanager
+def open_for_llama(src: str | os.PathLike, *, threads: int | None = None, verify: bool = False) -> Iterator[str]:
+    """A path llama.cpp can open, holding the whole unpacked GGUF, valid inside the ``with`` block
+    (``unpack_for_llama`` with the decoding finished first)."""
+    with unpack_for_llama(src, threads=threads, verify=verify) as job:
+        job.wait()
+        yield job.path
 
 
 def _seal(fd: int) -> None:
@@ -564,8 +622,8 @@ def pack(src: str | os.PathLike, dst: str | os.PathLike, *, threads: int | None 
     """Entropy-code ``src`` (a GGUF file) into ``dst``; ``unpack`` restores it byte for byte.
 
     ``min_saving`` trades size for unpacking speed: a field whose coding would save less than this
-    fraction of its bytes is stored raw (copied, not decoded). 0 gives the smallest file; about
-    0.05 leaves the near-incompressible 4-6-bit quants raw and roughly halves decode time.
+    fraction of its bytes is stored raw (copied, not decoded). The default, 0.05, leaves the
+    near-incompressible 4-6-bit quants raw and roughly halves decode time; 0 gives the smallest file.
     """
     t0 = time.perf_counter()
     src, dst = Path(src), Path(dst)

@@ -391,9 +391,8 @@ def validate(header: FixedHeader, view: GGUFView, index: PackIndex, what: str) -
 
 
 def read_view(prefix: bytes | memoryview, header: FixedHeader, what: str, keep_values: bool) -> GGUFView:
-    """Parse the kept GGUF header and check it agrees with where the packed data starts."""
-    if crc32c(prefix) != header.prefix_crc:
-        raise InputError(f"{what}: GGUF header checksum mismatch")
+    """Parse the kept GGUF header (its CRC already checked) and check it agrees with where the
+    packed data starts."""
     view = parse_gguf_header(prefix, what=what, keep_values=keep_values)
     if header.original_size > header.prefix_size and view.data_offset != header.prefix_size:
         raise InputError(f"{what}: GGUF tensor data starts at {view.data_offset}, the packed file says "

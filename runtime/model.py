@@ -1,7 +1,6 @@
 """Model: load a GGUF file (plain or packed) with llama.cpp and generate or chat, with sane defaults for laptops."""
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,9 +8,10 @@ from pathlib import Path
 import psutil
 
 from gguf_tools.errors import InputError, ResourceError
-from gguf_tools.pack import is_packed, open_for_llama
+from gguf_tools.pack import is_packed
 
 from .chat_template import FALLBACK, render
+from .llama_load import LlamaSource, llama_source, new_llama
 
 
 def default_threads() -> int:
@@ -47,36 +47,35 @@ class Model:
         self.path = Path(path)
         if not self.path.is_file():
             raise InputError(f"{self.path}: no such model file")
-        packed = is_packed(self.path)
         with open(self.path, "rb") as fh:
-            if not packed and fh.read(4) != b"GGUF":
+            if fh.read(4) != b"GGUF" and not is_packed(self.path):
                 raise InputError(f"{self.path}: not a GGUF file")
         self.threads = threads or default_threads()
-        # A packed file is decoded into memory (a memfd on Linux) that llama.cpp maps like a file;
-        # its mapping keeps the decoded bytes alive after the block closes our handle.
-        opened = open_for_llama(self.path, threads=self.threads) if packed else contextlib.nullcontext(self.path)
-        with opened as load_path:
-            self._load(Path(load_path), n_ctx, seed, Llama)
+        # A packed file decodes into memory (a memfd on Linux) while llama.cpp reads its header;
+        # llama.cpp's mapping keeps the decoded bytes alive after the block closes our handle.
+        with llama_source(self.path, threads=self.threads) as source:
+            self._load(source, n_ctx, seed, Llama)
 
-    def _load(self, load_path: Path, n_ctx: int, seed: int, Llama) -> None:  # noqa: N803
+    def _load(self, source: LlamaSource, n_ctx: int, seed: int, Llama) -> None:  # noqa: N803
         from llama_cpp._utils import suppress_stdout_stderr
 
         try:
             with suppress_stdout_stderr(disable=False):  # a vocab-only load warns about n_ctx_train
-                probe = Llama(str(load_path), n_ctx=n_ctx, n_threads=self.threads, verbose=False, vocab_only=True)
+                probe = Llama(source.path, n_ctx=n_ctx, n_threads=self.threads, verbose=False, vocab_only=True)
         except ValueError as e:
             raise InputError(f"{self.path}: llama.cpp cannot load this model ({e})") from None
         meta = dict(probe.metadata)
         del probe
+        load_path = Path(source.path)
         need, avail = memory_needed(load_path, n_ctx, meta), psutil.virtual_memory().available
-        if str(load_path).startswith("/proc/self/fd/"):  # decoded into a memfd: already counted as used
+        if source.path.startswith("/proc/self/fd/"):  # decoding into a memfd: counted as used once written
             need -= load_path.stat().st_size
         if need > avail:
             raise ResourceError(
                 f"{self.path.name} needs about {need / 2**30:.1f} GiB of RAM at n_ctx={n_ctx};"
                 f" {avail / 2**30:.1f} GiB is available (try a smaller --ctx or a smaller quant)"
             )
-        self._llm = Llama(str(load_path), n_ctx=n_ctx, n_threads=self.threads, seed=seed, verbose=False)
+        self._llm = new_llama(source, n_ctx=n_ctx, n_threads=self.threads, seed=seed, verbose=False)
         self.metadata = meta
         self.n_ctx = n_ctx
 

@@ -310,7 +310,7 @@ def test_open_for_llama_gives_a_path_holding_the_original_bytes(small):
 
 def test_real_model_packs_smaller_than_zstd_and_unpacks_identically(smol_packed, tmp_path):
     src, packed = smol_packed
-    assert packed.stat().st_size < 0.90 * src.stat().st_size    # zstd -19 keeps 91.4% of this file
+    assert packed.stat().st_size < 0.914 * src.stat().st_size   # zstd -19 keeps 91.4% of this file
     out = tmp_path / "smol.gguf"
     unpack(packed, out, threads=2)
     assert sha(out) == sha(src)

@@ -1,0 +1,85 @@
+"""llama.cpp models from plain or packed GGUF files.
+
+A packed file is decoded in the background while llama.cpp parses the header, loads the
+vocabulary and lays out the model, which on small models is most of the loading time. llama.cpp
+reads no tensor data before the first call of its load-progress callback, and that callback
+waits for the decoder: the model never sees a byte that is not in place and checked.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from gguf_tools.pack import is_packed, unpack_for_llama
+
+
+@dataclass(frozen=True)
+class LlamaSource:
+    """What llama.cpp opens (``path``), and what must return before it may read tensor data."""
+
+    path: str
+    ready: Callable[[], None] | None = None
+
+
+@contextlib.contextmanager
+def llama_source(path: str | os.PathLike, *, threads: int | None = None) -> Iterator[LlamaSource]:
+    """A plain GGUF as it is; a packed one decoding into memory for as long as the block runs."""
+    if not is_packed(path):
+        yield LlamaSource(os.fspath(path))
+        return
+    with unpack_for_llama(path, threads=threads) as job:
+        yield LlamaSource(job.path, job.wait)
+
+
+_defaults_lock = threading.Lock()   # the default-params hook below is process-wide
+
+
+def new_llama(source: LlamaSource, **kw):
+    """``llama_cpp.Llama(source.path, **kw)``, holding llama.cpp at its first tensor until
+    ``source.ready()`` has returned. An error from ``ready`` aborts the load and is raised as it is."""
+    from llama_cpp import Llama
+
+    if source.ready is None or kw.get("vocab_only"):   # a vocab-only load reads the header alone
+        return Llama(source.path, **kw)
+    import llama_cpp.llama_cpp as lib
+
+    state: dict = {"passed": False, "error": None}
+
+    @lib.llama_progress_callback
+    def progress(_fraction, _user):
+        if not state["passed"]:
+            try:
+                source.ready()
+            except BaseException as e:  # Ctrl-C included: stop loading, raise it below
+                state["error"] = e
+                return False
+            state["passed"] = True
+        return True
+
+    # Llama() builds its model parameters from llama_model_default_params() and takes no
+    # progress callback of its own: hand it defaults that carry ours.
+    defaults = lib.llama_model_default_params
+
+    def with_progress():
+        params = defaults()
+        params.progress_callback = progress
+        return params
+
+    with _defaults_lock:
+        lib.llama_model_default_params = with_progress
+        try:
+            llm = Llama(source.path, **kw)
+        except ValueError:
+            if state["error"] is not None:
+                raise state["error"] from None
+            raise
+        finally:
+            lib.llama_model_default_params = defaults
+    if not state["passed"]:   # the callback never ran: llama.cpp may have read data still being written
+        source.ready()
+        llm.close()
+        llm = Llama(source.path, **kw)
+    return llm
