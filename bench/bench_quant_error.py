@@ -105,6 +105,24 @@ def proxy_imatrix(tensors: list[Tensor], norms: dict[str, np.ndarray], n_head: i
             t.imp = np.maximum(t.imp, 0).astype(np.float32)
 
 
+def model_tensors(path: Path, real: dict[str, np.ndarray] | None = None, max_rows: int = 1024) -> list[Tensor]:
+    """Every 2-D tensor with its importance: the entry of `real` (an imatrix) or the proxy."""
+    tensors = load_model(path, max(max_rows, 8192))  # the proxy needs whole attn_v / ffn_gate / ffn_up
+    reader = gguf.GGUFReader(path)
+    arch = reader.fields["general.architecture"].contents()
+    n_head = int(reader.fields[f"{arch}.attention.head_count"].contents())
+    n_kv = int(reader.fields[f"{arch}.attention.head_count_kv"].contents())
+    norms = {t.name: np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(-1)
+             for t in reader.tensors if t.name.endswith("norm.weight")}
+    if real is None:
+        proxy_imatrix(tensors, norms, n_head, n_kv)
+    else:
+        for t in tensors:
+            v = real.get(t.name)
+            t.imp = v if v is not None and v.shape == (t.w.shape[1],) else None
+    return tensors
+
+
 def add_jitter(t: Tensor, rng: np.random.Generator) -> np.ndarray:
     """The tensor with uniform noise of +-half the local origin step (per 32 weights)."""
     b = t.w.reshape(-1, 32)
@@ -159,19 +177,7 @@ def run(*, imatrix_path: str | None = None, max_rows: int = 1024, types: tuple[Q
     for label, path in model_paths():
         if models and not any(label.lower().startswith(m.lower()) for m in models):
             continue
-        tensors = load_model(path, max(max_rows, 8192))  # the proxy needs whole attn_v / ffn_gate / ffn_up
-        reader = gguf.GGUFReader(path)
-        arch = reader.fields["general.architecture"].contents()
-        n_head = int(reader.fields[f"{arch}.attention.head_count"].contents())
-        n_kv = int(reader.fields[f"{arch}.attention.head_count_kv"].contents())
-        norms = {t.name: np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(-1)
-                 for t in reader.tensors if t.name.endswith("norm.weight")}
-        if real is None:
-            proxy_imatrix(tensors, norms, n_head, n_kv)
-        else:
-            for t in tensors:
-                v = real.get(t.name)
-                t.imp = v if v is not None and v.shape == (t.w.shape[1],) else None
+        tensors = model_tensors(path, real, max_rows)
         for t in tensors:
             if t.w.shape[0] > max_rows:
                 t.w = np.ascontiguousarray(t.w[_rows(t.w.shape[0], max_rows)])
