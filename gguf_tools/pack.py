@@ -74,12 +74,12 @@ __all__ = [
     "PackStats",
     "PackedHeader",
     "TensorPackInfo",
+    "Unpacking",
     "is_packed",
     "open_for_llama",
     "pack",
     "pack_info",
     "read_packed_header",
-    "Unpacking",
     "unpack",
     "unpack_for_llama",
     "unpack_to_memory",
@@ -373,7 +373,7 @@ class Unpacking:
         try:
             self._packed.check()
             self._packed.decode_to_fd(self._fd, threads)
-        except BaseException as e:  # handed to whoever waits
+        except BaseException as e:  # noqa: BLE001  (handed to whoever waits)
             self._error = e
 
     def wait(self) -> None:

@@ -53,7 +53,7 @@ def new_llama(source: LlamaSource, **kw):
         if not state["passed"]:
             try:
                 source.ready()
-            except BaseException as e:  # Ctrl-C included: stop loading, raise it below
+            except BaseException as e:  # noqa: BLE001  (Ctrl-C included: stop loading, raise it below)
                 state["error"] = e
                 return False
             state["passed"] = True

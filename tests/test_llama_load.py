@@ -7,13 +7,13 @@ import os
 from pathlib import Path
 
 import pytest
+from plan_fixtures import source_gguf
 
 from gguf_tools.errors import InputError
 from gguf_tools.pack_header import parse_gguf_header
-from plan_fixtures import source_gguf
 
 llama_cpp = pytest.importorskip("llama_cpp")
-from gguf_runtime.llama_load import LlamaSource, llama_source, new_llama  # noqa: E402
+from gguf_runtime.llama_load import LlamaSource, llama_source, new_llama
 
 PROMPT = b"The capital of France is"
 
