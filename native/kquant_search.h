@@ -279,13 +279,13 @@ static void S(code_scales)(const vf *v, const vf *W, int nsub, int cmin, int cma
 
 /* best neighbouring codes per sub-block; x, w, L have nsub*n elements, sc, mn, e nsub */
 static void S(pick_affine)(const vf *x, const vf *w, int n, int nsub, vf d, vf dmin, const vf *sc0, const vf *mn0,
-                           int nmax, int cmax, vf *sc, vf *mn, vf *L, vf *e) {
+                           int nmax, int cmax, int nsteps, vf *sc, vf *mn, vf *L, vf *e) {
     const vf V0 = S(splat)(0.0f), VNMAX = S(splat)((float)nmax), VCMAX = S(splat)((float)cmax);
     vf Lc[32];
     for (int j = 0; j < nsub; ++j) {
         const vf *xj = x + j * n, *wj = w + j * n;
         vf *Lj = L + j * n;
-        for (int t = 0; t < 25; ++t) {
+        for (int t = 0; t < nsteps; ++t) {
             const vf scc = S(clampv)(sc0[j] + (float)KQ_STEPS_AFF[t][0], V0, VCMAX);
             const vf mnc = S(clampv)(mn0[j] + (float)KQ_STEPS_AFF[t][1], V0, VCMAX);
             const vf ds = d * scc, dm = dmin * mnc, ids = S(recip)(ds);
@@ -347,6 +347,77 @@ static void S(pick_sym)(const vf *x, const vf *w, vf d, const vf *sc0, int nh, i
     }
 }
 
+/* Q2_K polish (see search._q2_polish) */
+static void S(q2_polish)(const vf *X, const vf *W, vf *dp, vf dmin, vf *sc, vf *mn, vf *L) {
+    const vf V0 = S(splat)(0.0f), V3 = S(splat)(3.0f), V15 = S(splat)(15.0f);
+    vf d = *dp, e[16], s[16], sc0[16], sc2[16], mn2[16], e2[16], mnr[16], Lc[16];
+    vf L2[256];
+    vf total = S(splat)(0.0f);
+    for (int j = 0; j < 16; ++j) {
+        const vf ds = d * sc[j], dm = dmin * mn[j];
+        vf ec = S(splat)(0.0f);
+        for (int i = 0; i < 16; ++i) {
+            const vf diff = (ds * L[16 * j + i] - dm) - X[16 * j + i];
+            ec += (W[16 * j + i] * diff) * diff;
+        }
+        e[j] = ec;
+        total += ec;
+        s[j] = ds;
+    }
+    vf top = S(splat)(-INFINITY), xa = X[0], ca = sc[0], ma = mn[0], la = L[0];
+    for (int i = 0; i < 256; ++i) {
+        const vf v = (W[i] * X[i]) * X[i];
+        const vi m = v > top;
+        top = S(sel)(m, v, top);
+        xa = S(sel)(m, X[i], xa);
+        ca = S(sel)(m, sc[i / 16], ca);
+        ma = S(sel)(m, mn[i / 16], ma);
+        la = S(sel)(m, L[i], la);
+    }
+    const vf xm = xa + dmin * ma;
+    for (int kc = -1; kc <= 1; ++kc) { /* d that puts that weight exactly on its level */
+        const vf den = (ca + (float)kc) * la;
+        const vf dc = S(h16)(S(divsel)(den != 0.0f, xm, den, d)), idc = S(recip)(dc);
+        for (int j = 0; j < 16; ++j) sc0[j] = S(rc)(s[j] * idc, V0, V15);
+        S(pick_affine)(X, W, 16, 16, dc, dmin, sc0, mn, 3, 15, 5, sc2, mn2, L2, e2);
+        vf t2 = S(splat)(0.0f);
+        for (int j = 0; j < 16; ++j) t2 += e2[j];
+        const vi k = t2 < total;
+        d = S(sel)(k, dc, d);
+        total = S(sel)(k, t2, total);
+        for (int j = 0; j < 16; ++j) {
+            sc[j] = S(sel)(k, sc2[j], sc[j]);
+            mn[j] = S(sel)(k, mn2[j], mn[j]);
+            e[j] = S(sel)(k, e2[j], e[j]);
+        }
+        for (int i = 0; i < 256; ++i) L[i] = S(sel)(k, L2[i], L[i]);
+    }
+    /* every scale code, with the min code kept or moved by one */
+    for (int j = 0; j < 16; ++j) mnr[j] = mn[j];
+    for (int j = 0; j < 16; ++j) {
+        const vf *xj = X + j * 16, *wj = W + j * 16;
+        vf *Lj = L + j * 16;
+        for (int a = 0; a < 16; ++a)
+            for (int b = -1; b <= 1; ++b) {
+                const vf scc = S(splat)((float)a), mnc = S(clampv)(mnr[j] + (float)b, V0, V15);
+                const vf ds = d * scc, dm = dmin * mnc, ids = S(recip)(ds);
+                vf ec = S(splat)(0.0f);
+                for (int i = 0; i < 16; ++i) {
+                    const vf l = S(rc)((xj[i] + dm) * ids, V0, V3);
+                    Lc[i] = l;
+                    const vf diff = (ds * l - dm) - xj[i];
+                    ec += (wj[i] * diff) * diff;
+                }
+                const vi m = ec < e[j];
+                e[j] = S(sel)(m, ec, e[j]);
+                sc[j] = S(sel)(m, scc, sc[j]);
+                mn[j] = S(sel)(m, mnc, mn[j]);
+                for (int i = 0; i < 16; ++i) Lj[i] = S(sel)(m, Lc[i], Lj[i]);
+            }
+    }
+    *dp = d;
+}
+
 static void S(k_affine)(int type, const vf *X, const vf *W, kq_params *p) {
     const int n = type == KQ_Q2_K ? 16 : 32, nmax = type == KQ_Q2_K ? 3 : (type == KQ_Q4_K ? 15 : 31);
     const int cmax = type == KQ_Q2_K ? 15 : 63, nsub = 256 / n;
@@ -379,7 +450,7 @@ static void S(k_affine)(int type, const vf *X, const vf *W, kq_params *p) {
         sc0[j] = S(rc)(s[j] * id, V0, VCMAX);
         mn0[j] = S(rc)(m[j] * idm, V0, VCMAX);
     }
-    S(pick_affine)(X, W, n, nsub, d, dmin, sc0, mn0, nmax, cmax, p->sc, p->mn, p->L, e);
+    S(pick_affine)(X, W, n, nsub, d, dmin, sc0, mn0, nmax, cmax, 25, p->sc, p->mn, p->L, e);
     vf total = S(splat)(0.0f);
     for (int j = 0; j < nsub; ++j) total += e[j];
     for (int r = 0; r < cfg.rounds; ++r) {
@@ -403,7 +474,7 @@ static void S(k_affine)(int type, const vf *X, const vf *W, kq_params *p) {
         nm = S(sel)(alone, S(sel)(ok, S(splat)(0.0f), dmin), nm);
         const vi good = nd > 0.0f;
         const vf d2 = S(sel)(good, S(h16)(nd), d), dmin2 = S(sel)(good, S(h16)(nm), dmin);
-        S(pick_affine)(X, W, n, nsub, d2, dmin2, p->sc, p->mn, nmax, cmax, sc2, mn2, L2, e2);
+        S(pick_affine)(X, W, n, nsub, d2, dmin2, p->sc, p->mn, nmax, cmax, 25, sc2, mn2, L2, e2);
         vf t2 = S(splat)(0.0f);
         for (int j = 0; j < nsub; ++j) t2 += e2[j];
         const vi k = t2 < total;
@@ -416,8 +487,99 @@ static void S(k_affine)(int type, const vf *X, const vf *W, kq_params *p) {
         }
         for (int i = 0; i < 256; ++i) p->L[i] = S(sel)(k, L2[i], p->L[i]);
     }
+    if (type == KQ_Q2_K && p->wide) S(q2_polish)(X, W, &d, dmin, p->sc, p->mn, p->L);  /* best mode only */
     p->d = d;
     p->dmin = dmin;
+}
+
+/* ---- D. Q3_K polish: more fp16 super-scales, then every code (see search._q3_polish) ---- */
+
+/* v (an fp16 value) moved k fp16 steps in magnitude, same sign, within [0, 65504] */
+KQ_INL vf S(h16step)(vf v, int k) {
+    for (int l = 0; l < NL; ++l) {
+        const uint16_t hb = kq_f32_to_f16(v[l]);
+        int mag = (int)(hb & 0x7FFF) + k;
+        mag = mag < 0 ? 0 : (mag > 0x7BFF ? 0x7BFF : mag);
+        v[l] = kq_f16_to_f32((uint16_t)(mag | (hb & 0x8000)));
+    }
+    return v;
+}
+
+static void S(q3_polish)(const vf *X, const vf *W, vf *dp, vf *sc, vf *L) {
+    const int nh = 4, cmin = -32, cmax = 31;
+    const vf VLO = S(splat)((float)-nh), VHI = S(splat)((float)(nh - 1));
+    const vf VCMIN = S(splat)((float)cmin), VCMAX = S(splat)((float)cmax);
+    vf d = *dp, e[16], s[16], sc0[16], sc2[16], e2[16], cand[32], Lc[16];
+    vf L2[256];
+    vf total = S(splat)(0.0f);
+    for (int j = 0; j < 16; ++j) {
+        const vf ds = d * sc[j];
+        vf ec = S(splat)(0.0f);
+        for (int i = 0; i < 16; ++i) {
+            const vf diff = ds * L[16 * j + i] - X[16 * j + i];
+            ec += (W[16 * j + i] * diff) * diff;
+        }
+        e[j] = ec;
+        total += ec;
+        s[j] = ds;
+    }
+    /* the weight that costs most per unit of relative error, its code and level */
+    vf top = S(splat)(-INFINITY), xa = X[0], ca = sc[0], la = L[0];
+    for (int i = 0; i < 256; ++i) {
+        const vf v = (W[i] * X[i]) * X[i];
+        const vi m = v > top;
+        top = S(sel)(m, v, top);
+        xa = S(sel)(m, X[i], xa);
+        ca = S(sel)(m, sc[i / 16], ca);
+        la = S(sel)(m, L[i], la);
+    }
+    int nc = 0;
+    for (int k = 1; k <= 3; ++k) {
+        cand[nc++] = S(h16step)(d, -k);
+        cand[nc++] = S(h16step)(d, k);
+    }
+    for (int kc = -2; kc <= 2; ++kc) { /* super-scales that put that weight exactly on a level */
+        const vf den = (ca + (float)kc) * la;
+        const vf base = S(h16)(S(divsel)(den != 0.0f, xa, den, d));
+        cand[nc++] = base;
+        cand[nc++] = S(h16step)(base, -1);
+        cand[nc++] = S(h16step)(base, 1);
+    }
+    for (int c = 0; c < nc; ++c) {
+        const vf dc = cand[c], idc = S(recip)(dc);
+        for (int j = 0; j < 16; ++j) sc0[j] = S(rc)(s[j] * idc, VCMIN, VCMAX);
+        S(pick_sym)(X, W, dc, sc0, nh, cmin, cmax, 0, sc2, L2, e2);
+        vf t2 = S(splat)(0.0f);
+        for (int j = 0; j < 16; ++j) t2 += e2[j];
+        const vi k = t2 < total;
+        d = S(sel)(k, dc, d);
+        total = S(sel)(k, t2, total);
+        for (int j = 0; j < 16; ++j) {
+            sc[j] = S(sel)(k, sc2[j], sc[j]);
+            e[j] = S(sel)(k, e2[j], e[j]);
+        }
+        for (int i = 0; i < 256; ++i) L[i] = S(sel)(k, L2[i], L[i]);
+    }
+    /* every code of every sub-block for the chosen d */
+    for (int j = 0; j < 16; ++j) {
+        const vf *xj = X + j * 16, *wj = W + j * 16;
+        vf *Lj = L + j * 16;
+        for (int c = cmin; c <= cmax; ++c) {
+            const vf ds = d * (float)c, ids = S(recip)(ds);
+            vf ec = S(splat)(0.0f);
+            for (int i = 0; i < 16; ++i) {
+                const vf l = S(rc)(xj[i] * ids, VLO, VHI);
+                Lc[i] = l;
+                const vf diff = ds * l - xj[i];
+                ec += (wj[i] * diff) * diff;
+            }
+            const vi m = ec < e[j];
+            e[j] = S(sel)(m, ec, e[j]);
+            sc[j] = S(sel)(m, S(splat)((float)c), sc[j]);
+            for (int i = 0; i < 16; ++i) Lj[i] = S(sel)(m, Lc[i], Lj[i]);
+        }
+    }
+    *dp = d;
 }
 
 static void S(k_sym)(int type, const vf *X, const vf *W, kq_params *p) {
@@ -467,6 +629,7 @@ static void S(k_sym)(int type, const vf *X, const vf *W, kq_params *p) {
         for (int j = 0; j < 16; ++j) p->sc[j] = S(sel)(k, sc2[j], p->sc[j]);
         for (int i = 0; i < 256; ++i) p->L[i] = S(sel)(k, L2[i], p->L[i]);
     }
+    if (type == KQ_Q3_K && p->wide) S(q3_polish)(X, W, &d, p->sc, p->L);  /* best mode only */
     p->d = d;
 }
 

@@ -128,6 +128,23 @@ def test_best_mode_is_never_worse_on_the_32_weight_types_and_differs_somewhere()
 
 
 @needs_native
+@pytest.mark.parametrize(("qtype", "gain"), [(Q.Q3_K, 0.97), (Q.Q2_K, 0.998)], ids=["Q3_K", "Q2_K"])
+def test_best_mode_repicks_low_bit_codes_and_never_loses_a_block(qtype, gain):
+    rng = np.random.default_rng(5)
+    w = (rng.standard_normal((48, 512)) * rng.gamma(1.0, 1.0, (1, 512))).astype(np.float32)
+    imp = np.ones(512, dtype=np.float32)
+    imp[rng.choice(512, 6, replace=False)] = 500.0   # a few columns dominate, as real imatrices do
+    default, best = quantize(w, qtype, imp), quantize(w, qtype, imp, mode="best")
+    size = gguf.GGML_QUANT_SIZES[qtype][1]
+    for r in range(w.shape[0]):
+        for j in range(2):   # every 256-weight block
+            x, i = w[r:r + 1, 256 * j:256 * (j + 1)], imp[256 * j:256 * (j + 1)]
+            got = weighted_error(x, best[r:r + 1, size * j:size * (j + 1)], qtype, i)
+            assert got <= weighted_error(x, default[r:r + 1, size * j:size * (j + 1)], qtype, i) * (1 + 1e-6)
+    assert weighted_error(w, best, qtype, imp) < gain * weighted_error(w, default, qtype, imp)
+
+
+@needs_native
 def test_native_search_matches_numpy_on_real_weights():
     for w in real_tensors().values():
         for qtype in (Q.Q4_K, Q.Q6_K, Q.Q5_0, Q.IQ4_NL) if w.shape[1] % 256 == 0 else (Q.Q5_0, Q.Q4_1, Q.IQ4_NL):

@@ -221,9 +221,9 @@ def _levels_sym(xs, ws, ds, nh):
     return L, lsum((ws * diff) * diff)
 
 
-def _pick_codes_affine(xs, ws, d, dmin, sc0, mn0, nmax, cmax):
+def _pick_codes_affine(xs, ws, d, dmin, sc0, mn0, nmax, cmax, nsteps=len(STEPS_AFFINE)):
     best = None
-    for a, b in STEPS_AFFINE:
+    for a, b in STEPS_AFFINE[:nsteps]:
         sc = _clamp(sc0 + F(a), 0, cmax)
         mn = _clamp(mn0 + F(b), 0, cmax)
         L, e = _levels_affine(xs, ws, d[:, None] * sc, dmin[:, None] * mn, nmax)
@@ -323,6 +323,46 @@ _K_AFFINE = {Q.Q2_K: (16, 3, 15), Q.Q4_K: (32, 15, 63), Q.Q5_K: (32, 31, 63)}  #
 _K_SYM = {Q.Q3_K: (4, -32, 31), Q.Q6_K: (32, -128, 127)}  # half range, code range
 
 
+def _q2_polish(xs, ws, d, dmin, sc, mn, L):
+    """Q2_K only, after C (dmin kept): the super-scales that put the block's costliest weight
+    (largest w*x^2) exactly on its level, with its scale code moved -1..1, each with every
+    sub-block's codes re-picked one step around their current scale; then, for the best d,
+    every scale code per sub-block with the min code kept or moved by one. A candidate
+    replaces the block only if strictly better (see _q3_polish)."""
+    nb = xs.shape[0]
+    s, dm0 = d[:, None] * sc, dmin[:, None] * mn
+    diff = (s[..., None] * L - dm0[..., None]) - xs
+    e = lsum((ws * diff) * diff)
+    total = lsum(e)
+    X, Wt, Lf = xs.reshape(nb, 256), ws.reshape(nb, 256), L.reshape(nb, 256)
+    v = (Wt * X) * X
+    i = np.argmax(np.where(v == v, v, -INF), axis=1)
+    r = np.arange(nb)
+    xa, ca, ma, la = X[r, i], sc[r, i // 16], mn[r, i // 16], Lf[r, i]
+    xm = xa + dmin * ma
+    for kc in (-1, 0, 1):
+        den = (ca + F(kc)) * la
+        with np.errstate(all="ignore"):
+            dc = _h(np.where(den != 0, xm / np.where(den != 0, den, F(1)), d).astype(F))
+        sc0 = _round_clamp(s * _recip(dc)[:, None], 0, 15)
+        sc2, mn2, L2, e2 = _pick_codes_affine(xs, ws, dc, dmin, sc0, mn, 3, 15, 5)
+        t2 = lsum(e2)
+        k = t2 < total
+        d, total = np.where(k, dc, d), np.where(k, t2, total)
+        sc, mn, e = np.where(k[:, None], sc2, sc), np.where(k[:, None], mn2, mn), np.where(k[:, None], e2, e)
+        L = np.where(k[:, None, None], L2, L)
+    mnr = mn
+    for a in range(16):
+        for b in (-1, 0, 1):
+            scc = np.full(sc.shape, F(a), dtype=F)
+            mnc = _clamp(mnr + F(b), 0, 15)
+            Lc, ec = _levels_affine(xs, ws, d[:, None] * scc, dmin[:, None] * mnc, 3)
+            t = ec < e
+            e, sc, mn = np.where(t, ec, e), np.where(t, scc, sc), np.where(t, mnc, mn)
+            L = np.where(t[..., None], Lc, L)
+    return d, sc, mn, L
+
+
 def _k_affine(X, Wt, qtype, settings):
     n, nmax, cmax = _K_AFFINE[qtype]
     grid, lloyd, rounds = settings[qtype]
@@ -348,9 +388,64 @@ def _k_affine(X, Wt, qtype, settings):
         d, dmin, total = np.where(k, d2, d), np.where(k, dmin2, dmin), np.where(k, t2, total)
         sc, mn = np.where(k[:, None], sc2, sc), np.where(k[:, None], mn2, mn)
         L = np.where(k[:, None, None], L2, L)
+    if qtype == Q.Q2_K and settings is SETTINGS_BEST:   # 1.5x slower; whole-model gain only with an imatrix
+        d, sc, mn, L = _q2_polish(xs, ws, d, dmin, sc, mn, L)
     p = {"d": d, "dmin": dmin, "sc": sc.astype(np.int64), "mn": mn.astype(np.int64),
          "L": L.reshape(nb, 256).astype(np.int64)}
     return p
+
+
+def _fp16_step(v: np.ndarray, k: int) -> np.ndarray:
+    """v (an fp16 value) moved k fp16 steps in magnitude, same sign, within [0, 65504]."""
+    bits = _h(v).astype(np.float16).view(np.uint16).astype(np.int32)
+    mag = np.clip((bits & 0x7FFF) + k, 0, 0x7BFF)
+    return (mag | (bits & 0x8000)).astype(np.uint16).view(np.float16).astype(F)
+
+
+def _q3_polish(xs, ws, d, sc, L):
+    """D. Q3_K only: more fp16 super-scales, then every code of every sub-block.
+
+    After C the super-scale is a least-squares one; with a real imatrix a block's error can be
+    dominated by one weight, which the best block the format allows puts (nearly) exactly on a
+    level (bench/bench_q3k_bound.py). Candidates: d moved 1-3 fp16 steps, and the super-scales
+    that put the block's costliest weight (largest w*x^2) exactly on its level with its code
+    moved -2..2 (and their fp16 neighbours); each with every sub-block's code re-picked near its
+    current scale. Then, for the best d, every one of the 64 codes per sub-block (the best codes
+    for a fixed d, given nearest levels). A candidate replaces the block only if strictly better.
+    """
+    nh, cmin, cmax = 4, -32, 31
+    nb = xs.shape[0]
+    s = d[:, None] * sc
+    e = lsum((ws * (s[..., None] * L - xs)) * (s[..., None] * L - xs))
+    total = lsum(e)
+    X, Wt, Lf = xs.reshape(nb, 256), ws.reshape(nb, 256), L.reshape(nb, 256)
+    v = (Wt * X) * X
+    i = np.argmax(np.where(v == v, v, -INF), axis=1)
+    r = np.arange(nb)
+    xa, ca, la = X[r, i], sc[r, i // 16], Lf[r, i]
+    cands = []
+    for k in (1, 2, 3):
+        cands += [_fp16_step(d, -k), _fp16_step(d, k)]
+    for kc in (-2, -1, 0, 1, 2):
+        den = (ca + F(kc)) * la
+        with np.errstate(all="ignore"):
+            base = _h(np.where(den != 0, xa / np.where(den != 0, den, F(1)), d).astype(F))
+        cands += [base, _fp16_step(base, -1), _fp16_step(base, 1)]
+    for dc in cands:
+        sc0 = _round_clamp(s * _recip(dc)[:, None], cmin, cmax)
+        sc2, L2, e2 = _pick_codes_sym(xs, ws, dc, sc0, nh, cmin, cmax)
+        t2 = lsum(e2)
+        k = t2 < total
+        d, total = np.where(k, dc, d), np.where(k, t2, total)
+        sc, e = np.where(k[:, None], sc2, sc), np.where(k[:, None], e2, e)
+        L = np.where(k[:, None, None], L2, L)
+    for c in range(cmin, cmax + 1):
+        ds = np.broadcast_to((d * F(c))[:, None], sc.shape)
+        Lc, ec = _levels_sym(xs, ws, ds, nh)
+        t = ec < e
+        e, sc = np.where(t, ec, e), np.where(t, F(c), sc)
+        L = np.where(t[..., None], Lc, L)
+    return d, sc, L
 
 
 def _k_sym(X, Wt, qtype, settings):
@@ -375,6 +470,8 @@ def _k_sym(X, Wt, qtype, settings):
         d, total = np.where(k, d2, d), np.where(k, t2, total)
         sc = np.where(k[:, None], sc2, sc)
         L = np.where(k[:, None, None], L2, L)
+    if qtype == Q.Q3_K and settings is SETTINGS_BEST:   # 5x slower
+        d, sc, L = _q3_polish(xs, ws, d, sc, L)
     sc = sc.astype(np.int64)
     return {"d": d, "sc": sc - cmin if qtype == Q.Q3_K else sc, "L": L.reshape(nb, 256).astype(np.int64) + nh}
 
