@@ -165,7 +165,8 @@ class PackInfo:
 # ---------------------------------------------------------------- reading packed files
 
 class _Packed:
-    """An open, validated packed file: mapped, header and index parsed and cross-checked."""
+    """An open packed file: mapped, its headers checked and (unless checked=False) its index parsed
+    and cross-checked."""
 
     def __init__(self, path: Path, keep_values: bool = False, *, checked: bool = True):
         """``checked=False`` stops after the fixed header and the kept GGUF header's CRC: enough to
