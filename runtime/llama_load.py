@@ -34,7 +34,30 @@ def llama_source(path: str | os.PathLike, *, threads: int | None = None) -> Iter
         yield LlamaSource(job.path, job.wait)
 
 
-_defaults_lock = threading.Lock()   # the default-params hook below is process-wide
+_defaults_lock = threading.Lock()   # the default-params and log hooks below are process-wide
+
+
+@contextlib.contextmanager
+def _quiet_llama_log(verbose: bool) -> Iterator[None]:
+    """llama.cpp logs through a C callback for the duration: llama-cpp-python's own callback is
+    Python, so every line llama.cpp logs while it loads would wait for the GIL (held by the
+    background decoder while it checks the index) and slow the load down."""
+    if verbose:
+        yield
+        return
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp import _logger
+
+    from gguf_tools import _kernels
+
+    llama_cpp.llama_log_set(ctypes.cast(_kernels.quiet_log_address(), llama_cpp.llama_log_callback),
+                            ctypes.c_void_p(0))
+    try:
+        yield
+    finally:
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
 
 
 def new_llama(source: LlamaSource, **kw):
@@ -42,8 +65,13 @@ def new_llama(source: LlamaSource, **kw):
     ``source.ready()`` has returned. An error from ``ready`` aborts the load and is raised as it is."""
     from llama_cpp import Llama
 
-    if source.ready is None or kw.get("vocab_only"):   # a vocab-only load reads the header alone
-        return Llama(source.path, **kw)
+    with _defaults_lock, _quiet_llama_log(kw.get("verbose", True)):
+        if source.ready is None or kw.get("vocab_only"):   # a vocab-only load reads the header alone
+            return Llama(source.path, **kw)
+        return _gated_llama(source, Llama, kw)
+
+
+def _gated_llama(source: LlamaSource, Llama, kw: dict):
     import llama_cpp.llama_cpp as lib
 
     state: dict = {"passed": False, "error": None}
@@ -68,16 +96,15 @@ def new_llama(source: LlamaSource, **kw):
         params.progress_callback = progress
         return params
 
-    with _defaults_lock:
-        lib.llama_model_default_params = with_progress
-        try:
-            llm = Llama(source.path, **kw)
-        except ValueError:
-            if state["error"] is not None:
-                raise state["error"] from None
-            raise
-        finally:
-            lib.llama_model_default_params = defaults
+    lib.llama_model_default_params = with_progress
+    try:
+        llm = Llama(source.path, **kw)
+    except ValueError:
+        if state["error"] is not None:
+            raise state["error"] from None
+        raise
+    finally:
+        lib.llama_model_default_params = defaults
     if not state["passed"]:   # the callback never ran: llama.cpp may have read data still being written
         source.ready()
         llm.close()

@@ -93,3 +93,16 @@ def test_default_parameters_are_restored_after_every_load():
     with pytest.raises(InputError):
         new_llama(LlamaSource(str(src), fail), n_ctx=64, n_threads=2, verbose=False)
     assert lib.llama_model_default_params is before
+
+
+def test_a_quiet_load_prints_nothing(capfd):
+    src = real_model("smollm2")
+    greedy(new_llama(LlamaSource(str(src), lambda: None), n_ctx=64, n_threads=2, verbose=False))
+    assert capfd.readouterr().err == ""
+
+
+def test_llama_cpps_own_log_callback_is_restored_after_a_quiet_load(capfd):
+    src = real_model("smollm2")
+    greedy(new_llama(LlamaSource(str(src)), n_ctx=64, n_threads=2, verbose=False))
+    greedy(llama_cpp.Llama(str(src), n_ctx=64, n_threads=2, verbose=True))
+    assert "llama_model_loader" in capfd.readouterr().err
