@@ -30,5 +30,6 @@ setup(
         ext("_kernels", "kernels.c"),
         ext("_kquant", "kquant.c"),
         ext("_huffman", "huffman.c"),
+        ext("_llama_log", "llama_log.c"),
     ]
 )

@@ -718,26 +718,7 @@ static PyObject *py_level_names(PyObject *self, PyObject *args) {
 
 static PyObject *py_simd_level(PyObject *self, PyObject *args) { return py_best_level(self, args); }
 
-/* A log callback for llama.cpp that never enters Python: warnings and errors go to stderr, the rest
- * is dropped (ggml.h: WARN 3, ERROR 4, CONT 5 continues the previous line).
- * A Python callback needs the GIL for every line llama.cpp logs while it loads a model, and a
- * background thread holding the GIL (a packed file's decoder checking its index) then stalls the load. */
-static int quiet_log_level;
-
-static void quiet_log(int level, const char *text, void *user_data) {
-    (void)user_data;
-    if (level != 5) quiet_log_level = level;
-    if ((quiet_log_level == 3 || quiet_log_level == 4) && text) fputs(text, stderr);
-}
-
-static PyObject *py_quiet_log_address(PyObject *self, PyObject *noargs) {
-    (void)self; (void)noargs;
-    return PyLong_FromVoidPtr((void *)quiet_log);
-}
-
 static PyMethodDef methods[] = {
-    {"quiet_log_address", py_quiet_log_address, METH_NOARGS,
-     "Address of a C ggml_log_callback printing warnings and errors only (for llama_log_set)."},
     {"dequantize", py_dequantize, METH_VARARGS,
      "dequantize(type_id, data, n_rows, n_cols, out, level, threads): blocks -> float32 into out."},
     {"matmul", py_matmul, METH_VARARGS,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,7 @@ def test_llama_cpp_reads_no_tensor_data_before_the_source_is_ready(name):
 
             def ready() -> None:
                 calls.append(len(calls))
+                time.sleep(0.5)                                 # long after llama.cpp could have read
                 os.pwrite(fd, fh.read(), start)                 # only now the real weights
 
             got = greedy(new_llama(LlamaSource(f"/proc/self/fd/{fd}", ready), n_ctx=64, n_threads=2,
@@ -62,6 +64,31 @@ def test_llama_cpp_reads_no_tensor_data_before_the_source_is_ready(name):
     finally:
         os.close(fd)
     assert got == greedy(llama_cpp.Llama(str(src), n_ctx=64, n_threads=2, verbose=False))
+
+
+def test_llama_cpp_maps_the_file_only_once_the_source_is_ready():
+    # Mapping first would make llama.cpp create the memory file's missing pages itself.
+    src = real_model("smollm2")
+    fd = os.memfd_create("not-yet-mapped")
+    try:
+        with open(src, "rb") as fh:
+            os.ftruncate(fd, os.fstat(fh.fileno()).st_size)
+            os.pwrite(fd, fh.read(), 0)
+        mapped_while_waiting = []
+
+        def ready() -> None:
+            time.sleep(0.5)
+            with open("/proc/self/maps") as maps:
+                mapped_while_waiting.append("not-yet-mapped" in maps.read())
+
+        llm = new_llama(LlamaSource(f"/proc/self/fd/{fd}", ready), n_ctx=64, n_threads=2, verbose=False)
+        with open("/proc/self/maps") as maps:
+            mapped_after = "not-yet-mapped" in maps.read()
+        llm.close()
+    finally:
+        os.close(fd)
+    assert mapped_while_waiting == [False]
+    assert mapped_after
 
 
 def test_an_error_from_the_source_stops_the_load_and_is_raised_as_it_is():
