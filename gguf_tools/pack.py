@@ -46,7 +46,6 @@ from .pack_format import (
     PackIndex,
     Section,
     crc32c,
-    decode_plan,
     encode_header,
     encode_index,
     field_name,
@@ -170,8 +169,10 @@ class _Packed:
 
     def __init__(self, path: Path, keep_values: bool = False, *, checked: bool = True):
         """``checked=False`` stops after the fixed header and the kept GGUF header's CRC: enough to
-        hand the GGUF header on; ``check()`` then parses and cross-checks the rest."""
+        hand the GGUF header on; ``check()`` then parses and cross-checks the rest, or ``plan()``
+        checks it in C for decoding alone."""
         self.path = Path(path)
+        self._plan: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         what = str(self.path)
         try:
             self._fh = open(self.path, "rb")  # noqa: SIM115  (held open for the mapping's lifetime)
@@ -210,6 +211,26 @@ class _Packed:
         self.index: PackIndex = parse_index(raw_index, h, what, 2 * len(self.view.tensors) + 1)
         validate(h, self.view, self.index, what)
 
+    def plan(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What the C decoder takes (jobs, layout words, tables), with the index checked in C by the
+        rules ``check()`` applies, without building its Python objects: decoding starts sooner."""
+        if self._plan is None:
+            h, what = self.header, str(self.path)
+            view = getattr(self, "view", None) or read_view(self.prefix, h, what, False)
+            raw_index = self.mm[h.index_offset:h.index_offset + h.index_size]
+            if crc32c(raw_index) != h.index_crc:
+                raise InputError(f"{what}: index checksum mismatch")
+            spans = np.array([_span(view.data_offset + t.offset, t.nbytes) for t in view.tensors],
+                             dtype=np.int64).reshape(-1, 2)
+            try:
+                jobs, words, tables = _native().plan(raw_index, h.original_size, h.prefix_size, h.index_offset,
+                                                     2 * len(view.tensors) + 1, spans.tobytes())
+            except ValueError as e:
+                raise InputError(f"{what}: {e}") from None
+            self._plan = (np.frombuffer(jobs, np.int64).reshape(-1, 6), np.frombuffer(words, np.int32),
+                          np.frombuffer(tables, np.uint8).reshape(-1, 256))
+        return self._plan
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.mm.close()
@@ -231,7 +252,7 @@ class _Packed:
             mv[:h.prefix_size] = self.prefix
         finally:
             mv.release()
-        jobs, words, tables = decode_plan(h, self.index)
+        jobs, words, tables = self.plan()
         try:
             _native().decode(self.mm, dst, jobs, words, tables, threads=_threads(threads), verify_crc=verify_crc)
         except ValueError as e:
@@ -243,7 +264,7 @@ class _Packed:
         """Write the tensor data into an open file (the prefix is the caller's), each chunk checked
         before it is written."""
         h = self.header
-        jobs, words, tables = decode_plan(h, self.index)
+        jobs, words, tables = self.plan()
         try:
             _native().decode_to_fd(self.mm, fd, h.original_size, jobs, words, tables, threads=_threads(threads))
         except ValueError as e:
@@ -265,6 +286,13 @@ class _Packed:
         h = self.header
         return PackedHeader(self.path, h.version, h.original_size, self.size, h.sha256.hex(), bytes(self.prefix),
                             self.view, len(self.index.chunks), h.chunk_target)
+
+
+def _span(offset: int, nbytes: int | None) -> tuple[int, int]:
+    """A tensor's place in the original file for the C check; (-1, -1) matches no section."""
+    if nbytes is None or offset >= 1 << 63 or nbytes >= 1 << 63:
+        return -1, -1
+    return offset, nbytes
 
 
 def is_packed(path: str | os.PathLike) -> bool:
@@ -372,7 +400,6 @@ class Unpacking:
         with contextlib.suppress(AttributeError, OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         try:
-            self._packed.check()
             self._packed.decode_to_fd(self._fd, threads)
         except BaseException as e:  # noqa: BLE001  (handed to whoever waits)
             self._error = e

@@ -306,6 +306,15 @@ def test_open_for_llama_gives_a_path_holding_the_original_bytes(small):
             os.stat(path)
 
 
+def test_the_index_checked_in_c_gives_the_reference_decode_plan(small, rich, smol_packed):
+    from gguf_tools.pack import _Packed
+
+    for _, packed in (small, rich, smol_packed):
+        with _Packed(packed) as p:
+            for got, want in zip(p.plan(), decode_plan(p.header, p.index)):
+                assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
 # ---------------------------------------------------------------- the real model
 
 def test_real_model_packs_smaller_than_zstd_and_unpacks_identically(smol_packed, tmp_path):
@@ -381,9 +390,11 @@ def test_native_crc32c_matches_the_reference_and_the_standard_check_value(rng):
 
 
 def test_native_limits_match_the_format_module():
-    assert (_huffman.MAX_BITS, _huffman.MAX_BLOCK, _huffman.MAX_FIELDS, _huffman.MAX_RUNS,
-            _huffman.MAX_FIELD_TABLES, _huffman.MAX_CHUNK, _huffman.N_STREAMS) == (
-        MAX_BITS, MAX_BLOCK, MAX_FIELDS, MAX_RUNS, MAX_FIELD_TABLES, MAX_CHUNK, N_STREAMS)
+    from gguf_tools import pack_format as f
+
+    names = ("MAX_BITS", "MAX_BLOCK", "MAX_FIELDS", "MAX_RUNS", "MAX_FIELD_TABLES", "MAX_CHUNK", "N_STREAMS",
+             "HEADER_SIZE", "MAX_TABLES", "MAX_SECTIONS", "MAX_RATIO", "RATIO_SLACK")
+    assert [getattr(_huffman, n) for n in names] == [getattr(f, n) for n in names]
 
 
 # ---------------------------------------------------------------- C decoder == reference decoder
@@ -621,24 +632,39 @@ def index_of(packed: Path):
     return h, parse_index(raw[h.index_offset:], h, "t")
 
 
+def read_for_llama(path: Path) -> bytes:
+    with open_for_llama(path, threads=2) as p, open(p, "rb") as fh:
+        return fh.read()
+
+
+# Both ways out of a packed file check it: into memory (the index parsed in Python), and for
+# llama.cpp (the index checked in C, straight into a decode plan).
+READERS = {"memory": unpack_to_memory, "llama": read_for_llama}
+
+
+@pytest.fixture(params=sorted(READERS))
+def read_packed(request):
+    return READERS[request.param]
+
+
 def test_rewrite_helper_alone_keeps_the_file_valid(small, tmp_path):
     src, packed = small
     same = rewrite(packed, tmp_path / "same.ggpk")
     assert bytes(unpack_to_memory(same)) == src.read_bytes()
 
 
-def test_truncated_packed_files_are_rejected(small, tmp_path):
+def test_truncated_packed_files_are_rejected(read_packed, small, tmp_path):
     _, packed = small
     raw = packed.read_bytes()
     for n in (0, 4, 8, 50, HEADER_SIZE, HEADER_SIZE + 100, len(raw) // 2, len(raw) - 1):
         bad = tmp_path / f"trunc{n}.ggpk"
         bad.write_bytes(raw[:n])
         with pytest.raises(InputError):
-            unpack_to_memory(bad)
+            read_packed(bad)
 
 
 @pytest.mark.parametrize("where", ["header", "gguf header", "chunk", "index"])
-def test_a_flipped_bit_anywhere_is_caught(small, tmp_path, where):
+def test_a_flipped_bit_anywhere_is_caught(read_packed, small, tmp_path, where):
     _, packed = small
     raw = bytearray(packed.read_bytes())
     h, idx = index_of(packed)
@@ -649,7 +675,7 @@ def test_a_flipped_bit_anywhere_is_caught(small, tmp_path, where):
     bad = tmp_path / "flip.ggpk"
     bad.write_bytes(bytes(raw))
     with pytest.raises(InputError, match="checksum|corrupt"):
-        unpack_to_memory(bad)
+        read_packed(bad)
 
 
 def test_a_wrong_sha256_fails_unpack_and_leaves_nothing_behind(small, tmp_path):
@@ -664,7 +690,7 @@ def test_a_wrong_sha256_fails_unpack_and_leaves_nothing_behind(small, tmp_path):
         unpack_to_memory(bad)
 
 
-def test_bad_code_tables_in_a_file_are_rejected(small, tmp_path):
+def test_bad_code_tables_in_a_file_are_rejected(read_packed, small, tmp_path):
     _, packed = small
     _, idx = index_of(packed)
     k = int(np.argmax((idx.tables > 0).sum(axis=1)))     # the table with the most symbols
@@ -679,20 +705,20 @@ def test_bad_code_tables_in_a_file_are_rejected(small, tmp_path):
         t = idx.tables.copy()
         change(t[k])
         with pytest.raises(InputError, match=message):
-            unpack_to_memory(rewrite(packed, tmp_path / "tab.ggpk", tables=t))
+            read_packed(rewrite(packed, tmp_path / "tab.ggpk", tables=t))
 
 
-def test_chunk_offsets_out_of_range_or_overlapping_are_rejected(small, tmp_path):
+def test_chunk_offsets_out_of_range_or_overlapping_are_rejected(read_packed, small, tmp_path):
     _, packed = small
     _, idx = index_of(packed)
     for shift in (-1, 1, 10 ** 9):
         c = idx.chunks.copy()
         c["packed_offset"][1] = int(c["packed_offset"][1]) + shift
         with pytest.raises(InputError, match="chunk offsets"):
-            unpack_to_memory(rewrite(packed, tmp_path / "off.ggpk", chunks=c))
+            read_packed(rewrite(packed, tmp_path / "off.ggpk", chunks=c))
 
 
-def test_sections_that_disagree_with_the_tensor_infos_are_rejected(small, tmp_path):
+def test_sections_that_disagree_with_the_tensor_infos_are_rejected(read_packed, small, tmp_path):
     _, packed = small
     _, idx = index_of(packed)
     tensor_sections = [i for i, s in enumerate(idx.sections) if s.tensor >= 0]
@@ -700,23 +726,23 @@ def test_sections_that_disagree_with_the_tensor_infos_are_rejected(small, tmp_pa
     sections = list(idx.sections)
     sections[a] = dataclasses.replace(sections[a], tensor=idx.sections[b].tensor)
     with pytest.raises(InputError, match="disagrees with tensor"):
-        unpack_to_memory(rewrite(packed, tmp_path / "sec.ggpk", sections=sections))
+        read_packed(rewrite(packed, tmp_path / "sec.ggpk", sections=sections))
     sections = list(idx.sections)
     sections[a] = dataclasses.replace(sections[a], tensor=10 ** 6)
     with pytest.raises(InputError, match="not in the GGUF header"):
-        unpack_to_memory(rewrite(packed, tmp_path / "sec2.ggpk", sections=sections))
+        read_packed(rewrite(packed, tmp_path / "sec2.ggpk", sections=sections))
 
 
-def test_implausible_sizes_are_rejected_before_any_allocation(small, tmp_path):
+def test_implausible_sizes_are_rejected_before_any_allocation(read_packed, small, tmp_path):
     _, packed = small
     huge = rewrite(packed, tmp_path / "huge.ggpk", header=lambda h: dataclasses.replace(h, original_size=1 << 50))
     with pytest.raises(InputError, match="implausible"):
-        unpack_to_memory(huge)
+        read_packed(huge)
     _, idx = index_of(packed)
     c = idx.chunks.copy()
     c["orig_size"][0] = MAX_CHUNK * 2
     with pytest.raises(InputError):
-        unpack_to_memory(rewrite(packed, tmp_path / "big.ggpk", chunks=c))
+        read_packed(rewrite(packed, tmp_path / "big.ggpk", chunks=c))
 
 
 def test_a_plain_gguf_is_not_mistaken_for_a_packed_file(small):
@@ -727,7 +753,7 @@ def test_a_plain_gguf_is_not_mistaken_for_a_packed_file(small):
         pack(small[1], small[1].with_suffix(".again"))
 
 
-def test_random_corruption_never_escapes_as_anything_but_input_error(small, tmp_path, rng):
+def test_random_corruption_never_escapes_as_anything_but_input_error(read_packed, small, tmp_path, rng):
     _, packed = small
     raw = packed.read_bytes()
     bad = tmp_path / "fuzz.ggpk"
@@ -739,7 +765,7 @@ def test_random_corruption_never_escapes_as_anything_but_input_error(small, tmp_
             mutated = mutated[:int(rng.integers(0, len(mutated)))]
         bad.write_bytes(bytes(mutated))
         try:
-            unpack_to_memory(bad)
+            read_packed(bad)
         except InputError:
             pass
 
