@@ -8,6 +8,7 @@ waits for the decoder: the model never sees a byte that is not in place and chec
 llama.cpp is also held, in its C log callback, at the line it logs just before it maps the file:
 mapping a memory file whose pages the decoder has not written yet would make llama.cpp's thread
 create them itself. That hold saves time only; the progress callback is what keeps the data safe.
+Ctrl-C while llama.cpp is held takes effect once the decoder is done.
 """
 from __future__ import annotations
 
