@@ -1,7 +1,8 @@
 /* A log callback for llama.cpp that never enters Python, and can hold a load before it maps the file.
  *
- * A Python callback needs the GIL for every line llama.cpp logs while it loads a model; a background
- * thread holding the GIL (a packed file's decoder checking its index) then stalls the load.
+ * A Python callback needs the GIL for every line llama.cpp logs while it loads a model, so any
+ * Python thread running beside the load (a packed file's decoder and the thread waiting for it)
+ * would stall it.
  *
  * The hold: llama.cpp logs "loading model tensors" just before it maps the model file with
  * MAP_POPULATE. Mapping a memory file whose pages are not written yet makes the loading thread

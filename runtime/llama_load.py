@@ -46,8 +46,9 @@ _defaults_lock = threading.Lock()   # the default-params and log hooks below are
 def _c_log(verbose: bool) -> Iterator[None]:
     """llama.cpp logs through a C callback for the duration (every line when ``verbose``, else
     warnings and errors): llama-cpp-python's own callback is Python, so every line llama.cpp logs
-    while it loads would wait for the GIL (held by the background decoder while it checks the
-    index) and slow the load down."""
+    while it loads would wait for the GIL, held by whatever Python runs beside the load (the
+    decoder reading the GGUF header, the thread waiting for it), and the C callback can also hold
+    the load before llama.cpp maps the file."""
     import ctypes
 
     import llama_cpp
