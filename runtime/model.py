@@ -1,6 +1,8 @@
 """Model: load a GGUF file (plain or packed) with llama.cpp and generate or chat, with sane defaults for laptops."""
 from __future__ import annotations
 
+import contextlib
+import mmap
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +11,7 @@ import psutil
 
 from gguf_tools.errors import InputError, ResourceError
 from gguf_tools.pack import is_packed
+from gguf_tools.pack_header import parse_gguf_header
 
 from .chat_template import FALLBACK, render
 from .llama_load import LlamaSource, llama_source, new_llama
@@ -24,7 +27,7 @@ def default_threads() -> int:
     return max(1, min(physical, available))
 
 
-def memory_needed(path: Path, n_ctx: int, meta: dict[str, str]) -> int:
+def memory_needed(path: Path, n_ctx: int, meta: dict) -> int:
     """Weights (mapped) + KV cache (f16) + a fixed allowance for compute buffers."""
     arch = meta.get("general.architecture", "")
     n_layer = int(meta.get(f"{arch}.block_count", 0) or 0)
@@ -36,12 +39,24 @@ def memory_needed(path: Path, n_ctx: int, meta: dict[str, str]) -> int:
     return path.stat().st_size + kv + 64 * 2**20
 
 
+def _scalar_metadata(path: Path, what: str) -> dict[str, object]:
+    """The header's non-array values, read in milliseconds: enough to size the load before
+    llama.cpp spends time on the vocabulary."""
+    with open(path, "rb") as fh:
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        return parse_gguf_header(mm, what=what, keep_values=False, keep_scalars=True).metadata
+    finally:
+        with contextlib.suppress(BufferError):   # a parse error's traceback may still hold views of it
+            mm.close()
+
+
 class Model:
     """A GGUF model ready to generate. ``Model("m.gguf").chat("Hello")`` is the whole API."""
 
     def __init__(self, path: str | os.PathLike, *, n_ctx: int = 2048, threads: int | None = None, seed: int = 0):
         try:
-            from llama_cpp import Llama
+            import llama_cpp  # noqa: F401
         except ImportError:
             raise ResourceError("llama-cpp-python is not installed (pip install 'gguf-tools[run]')") from None
         self.path = Path(path)
@@ -54,19 +69,11 @@ class Model:
         # A packed file decodes into memory (a memfd on Linux) while llama.cpp reads its header;
         # llama.cpp's mapping keeps the decoded bytes alive after the block closes our handle.
         with llama_source(self.path, threads=self.threads) as source:
-            self._load(source, n_ctx, seed, Llama)
+            self._load(source, n_ctx, seed)
 
-    def _load(self, source: LlamaSource, n_ctx: int, seed: int, Llama) -> None:  # noqa: N803
-        from llama_cpp._utils import suppress_stdout_stderr
-
-        try:
-            with suppress_stdout_stderr(disable=False):  # a vocab-only load warns about n_ctx_train
-                probe = Llama(source.path, n_ctx=n_ctx, n_threads=self.threads, verbose=False, vocab_only=True)
-        except ValueError as e:
-            raise InputError(f"{self.path}: llama.cpp cannot load this model ({e})") from None
-        meta = dict(probe.metadata)
-        del probe
+    def _load(self, source: LlamaSource, n_ctx: int, seed: int) -> None:
         load_path = Path(source.path)
+        meta = _scalar_metadata(load_path, str(self.path))
         need, avail = memory_needed(load_path, n_ctx, meta), psutil.virtual_memory().available
         if source.path.startswith("/proc/self/fd/"):  # decoding into a memfd: counted as used once written
             need -= load_path.stat().st_size
@@ -75,8 +82,11 @@ class Model:
                 f"{self.path.name} needs about {need / 2**30:.1f} GiB of RAM at n_ctx={n_ctx};"
                 f" {avail / 2**30:.1f} GiB is available (try a smaller --ctx or a smaller quant)"
             )
-        self._llm = new_llama(source, n_ctx=n_ctx, n_threads=self.threads, seed=seed, verbose=False)
-        self.metadata = meta
+        try:
+            self._llm = new_llama(source, n_ctx=n_ctx, n_threads=self.threads, seed=seed, verbose=False)
+        except ValueError as e:
+            raise InputError(f"{self.path}: llama.cpp cannot load this model ({e})") from None
+        self.metadata = dict(self._llm.metadata)
         self.n_ctx = n_ctx
 
     def tokenize(self, text: str, *, add_bos: bool = False, special: bool = True) -> list[int]:

@@ -245,6 +245,16 @@ def test_packed_header_shows_metadata_and_tensors_without_unpacking(small):
     assert h.original_size == src.stat().st_size
 
 
+def test_a_header_read_for_its_scalars_keeps_every_value_but_the_arrays(small):
+    from gguf_tools.pack_header import parse_gguf_header
+
+    header = read_packed_header(small[1]).gguf_header
+    full = parse_gguf_header(header).metadata
+    scalars = parse_gguf_header(header, keep_values=False, keep_scalars=True).metadata
+    assert scalars == {k: v for k, v in full.items() if not isinstance(v, list)}
+    assert scalars["general.name"] == "pack test" and "tokenizer.ggml.tokens" not in scalars
+
+
 def test_is_packed_tells_packed_files_from_gguf_and_missing_files(small, tmp_path):
     src, packed = small
     assert is_packed(packed)
