@@ -153,15 +153,15 @@ def parse_gguf_header(buf: bytes | memoryview, *, what: str = "GGUF", keep_value
     for _ in range(n_kv):
         key = cur.string(MAX_KEY_BYTES).decode("utf-8", errors="replace")
         vtype = cur.unpack("<I", 4)
-        keep = keep_values or key == "general.alignment" or (keep_scalars and vtype != _ARRAY)
+        kept = keep_values or (keep_scalars and vtype != _ARRAY)
         if keep_values:
             value_types[key] = _type_ids(cur, vtype)
-        value = _value(cur, vtype, keep)
+        value = _value(cur, vtype, kept or key == "general.alignment")
         if key == "general.alignment":
             if vtype != 4 or not isinstance(value, int) or value <= 0 or value & (value - 1) or value > 1 << 20:
                 raise InputError(f"{what}: general.alignment must be a power-of-two uint32, got {value!r}")
             alignment = value
-        if keep_values or (keep_scalars and vtype != _ARRAY):
+        if kept:
             metadata[key] = value
     if n_tensors > min(MAX_ENTRIES, cur.left() // 24):
         raise InputError(f"{what}: {n_tensors} tensor infos cannot fit in the header")
