@@ -18,8 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define LEVEL_WARN 3   /* ggml.h: ... INFO 2, WARN 3, ERROR 4, CONT 5 (continues the previous line) */
-#define LEVEL_ERROR 4
+#define LEVEL_ERROR 4  /* ggml.h: ... INFO 2, WARN 3, ERROR 4, CONT 5 (continues the previous line) */
 #define LEVEL_CONT 5
 #define HOLD_LINE "loading model tensors"
 
@@ -32,7 +31,7 @@ static void log_line(int level, const char *text, void *user_data) {
     (void)user_data;
     if (!text) return;
     if (level != LEVEL_CONT) last_level = level;
-    if (print_all || last_level == LEVEL_WARN || last_level == LEVEL_ERROR) fputs(text, stderr);
+    if (print_all || last_level == LEVEL_ERROR) fputs(text, stderr);
     if (strstr(text, HOLD_LINE)) {
         pthread_mutex_lock(&hold_lock);
         while (held) pthread_cond_wait(&hold_open, &hold_lock);
@@ -77,7 +76,7 @@ static PyObject *py_release(PyObject *self, PyObject *noargs) {
 static PyMethodDef methods[] = {
     {"callback_address", py_callback_address, METH_NOARGS,
      "Address of the C ggml_log_callback (for llama_log_set)."},
-    {"print_all", py_print_all, METH_O, "print_all(flag): every line to stderr, or warnings and errors only."},
+    {"print_all", py_print_all, METH_O, "print_all(flag): every line to stderr, or errors only."},
     {"hold", py_hold, METH_NOARGS, "Make the next load wait at its tensor-loading line until release()."},
     {"release", py_release, METH_NOARGS, "Let a held load go on (and any later one)."},
     {NULL, NULL, 0, NULL},

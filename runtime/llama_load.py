@@ -44,11 +44,12 @@ _defaults_lock = threading.Lock()   # the default-params and log hooks below are
 
 @contextlib.contextmanager
 def _c_log(verbose: bool) -> Iterator[None]:
-    """llama.cpp logs through a C callback for the duration (every line when ``verbose``, else
-    warnings and errors): llama-cpp-python's own callback is Python, so every line llama.cpp logs
-    while it loads would wait for the GIL, held by whatever Python runs beside the load (the
-    decoder reading the GGUF header, the thread waiting for it), and the C callback can also hold
-    the load before llama.cpp maps the file."""
+    """llama.cpp logs through a C callback for the duration: every line when ``verbose``, else
+    errors only (its warnings are notes for its developers; Gemma gets one on every load).
+    llama-cpp-python's own callback is Python, so every line llama.cpp logs while it loads would
+    wait for the GIL, held by whatever Python runs beside the load (the decoder reading the GGUF
+    header, the thread waiting for it), and the C callback can also hold the load before
+    llama.cpp maps the file."""
     import ctypes
 
     import llama_cpp

@@ -122,8 +122,9 @@ def test_default_parameters_are_restored_after_every_load():
     assert lib.llama_model_default_params is before
 
 
-def test_a_quiet_load_prints_nothing(capfd):
-    src = real_model("smollm2")
+@pytest.mark.parametrize("name", ["smollm2", "gemma3"])
+def test_a_quiet_load_prints_nothing(capfd, name):
+    src = real_model(name)
     greedy(new_llama(LlamaSource(str(src), lambda: None), n_ctx=64, n_threads=2, verbose=False))
     assert capfd.readouterr().err == ""
 
