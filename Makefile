@@ -26,7 +26,7 @@ native: $(VENV)/.ready
 demo: setup
 	$(PY) samples/demo.py
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -q -ra
 
 test-fast: setup
@@ -36,7 +36,7 @@ bench: setup
 	$(PY) -m bench
 
 lint: setup
-	$(PIP) install -q ruff
+	$(PIP) install -q ruff==0.17.6
 	$(VENV)/bin/ruff check gguf_tools runtime tests samples bench
 
 clean:

@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-
 from gguf_runtime.evaluate import _log_softmax
 
 from bench.bench_decode import TEXT, gemma3_q4_k_m

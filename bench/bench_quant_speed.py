@@ -30,10 +30,10 @@ def run(*, presets: tuple[str, ...] = ("Q4_K_M",), repeats: int = 3, threads: in
     for preset in presets:
         out = WORK / f"speed-{preset}.gguf"
         tools = {
-            "llama.cpp (llama_model_quantize)": lambda: llama_quantize(f16, out, preset, None, threads),
-            "ours, default search": lambda: our_quantize(f16, out, preset, None, threads),
-            "ours, --search best": lambda: our_quantize(f16, out, preset, None, threads, mode="best"),
-            "ours, --search ggml": lambda: our_quantize(f16, out, preset, None, threads, mode="ggml"),
+            "llama.cpp (llama_model_quantize)": lambda out=out, preset=preset: llama_quantize(f16, out, preset, None, threads),
+            "ours, default search": lambda out=out, preset=preset: our_quantize(f16, out, preset, None, threads),
+            "ours, --search best": lambda out=out, preset=preset: our_quantize(f16, out, preset, None, threads, mode="best"),
+            "ours, --search ggml": lambda out=out, preset=preset: our_quantize(f16, out, preset, None, threads, mode="ggml"),
         }
         times: dict[str, list[float]] = {name: [] for name in tools}
         for _ in range(repeats):

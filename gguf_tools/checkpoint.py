@@ -71,7 +71,7 @@ class Checkpoint:
         for f in self.files:
             f.close()
 
-    def __enter__(self) -> "Checkpoint":
+    def __enter__(self) -> Checkpoint:  # noqa: PYI034  (typing.Self needs 3.11)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -172,7 +172,7 @@ def _attach_pickled(ckpt: Checkpoint, bins: list[Path]) -> None:
     for p in bins:
         try:
             state = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as e:  # torch raises many types for hostile pickles
+        except Exception as e:  # noqa: BLE001  (torch raises many types for hostile pickles)
             raise InputError(f"{p}: cannot be loaded safely: {str(e).splitlines()[0][:200]}") from None
         if not isinstance(state, dict):
             raise InputError(f"{p}: does not hold a state dict")

@@ -8,7 +8,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import click
 import typer
@@ -32,15 +31,15 @@ def _emit_json(obj: dict) -> None:
 @app.command()
 def convert(
     src: str = typer.Argument(..., help="Hugging Face model directory, HF cache entry, or org/name in the HF cache."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="GGUF file to write."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="GGUF file to write."),
     quant: str = typer.Option("F16", "--quant", "--outtype", "-q",
                               help="Preset: F32 F16 BF16 Q8_0 Q6_K Q5_K_M Q5_K_S Q4_K_M Q4_K_S Q3_K_L Q3_K_M"
                                    " Q3_K_S Q2_K Q5_1 Q5_0 Q4_1 Q4_0."),
-    imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="Importance matrix (llama.cpp GGUF or .dat)."),
+    imatrix: Path | None = typer.Option(None, "--imatrix", help="Importance matrix (llama.cpp GGUF or .dat)."),
     plan_only: bool = typer.Option(False, "--plan", help="Print the type chosen for every tensor; write nothing."),
     search: str = typer.Option("default", "--search", help="Block search: default (ours), best (ours, wider and slower) or ggml (bit-exact)."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Read pytorch_model.bin (weights_only)."),
-    pre_tokenizer: Optional[str] = typer.Option(None, "--pre-tokenizer", help="Force llama.cpp's pre-tokenizer name."),
+    pre_tokenizer: str | None = typer.Option(None, "--pre-tokenizer", help="Force llama.cpp's pre-tokenizer name."),
     force: bool = typer.Option(True, "--force/--no-overwrite", help="Replace an existing output file."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
@@ -70,9 +69,9 @@ def convert(
 @app.command()
 def quantize(
     src: Path = typer.Argument(..., help="GGUF file (F32/F16/BF16)."),
-    output: Optional[Path] = typer.Argument(None, help="GGUF file to write."),
+    output: Path | None = typer.Argument(None, help="GGUF file to write."),
     quant: str = typer.Option("Q4_K_M", "--quant", "-q", help="Preset, as for convert."),
-    imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="Importance matrix (llama.cpp GGUF or .dat)."),
+    imatrix: Path | None = typer.Option(None, "--imatrix", help="Importance matrix (llama.cpp GGUF or .dat)."),
     plan_only: bool = typer.Option(False, "--plan", help="Print the type chosen for every tensor; write nothing."),
     search: str = typer.Option("default", "--search", help="Block search: default (ours), best (ours, wider and slower) or ggml (bit-exact)."),
     allow_requantize: bool = typer.Option(False, "--allow-requantize", help="Re-quantize quantized tensors."),
@@ -161,8 +160,8 @@ def _check_distinct(src: Path, output: Path) -> None:
 @app.command()
 def pack(
     src: Path = typer.Argument(..., help="GGUF file."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help=f"Packed file (default: SRC with {PACKED_SUFFIX})."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Default: all available cores."),
+    output: Path | None = typer.Option(None, "-o", "--output", help=f"Packed file (default: SRC with {PACKED_SUFFIX})."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="Default: all available cores."),
     smallest: bool = typer.Option(False, "--smallest",
                                   help="Code every field that saves a byte: a little smaller, about twice as slow to load."),
     as_json: bool = typer.Option(False, "--json"),
@@ -185,8 +184,8 @@ def pack(
 @app.command()
 def unpack(
     src: Path = typer.Argument(..., help="Packed file."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="GGUF file (default: SRC with .gguf)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Default: all available cores."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="GGUF file (default: SRC with .gguf)."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="Default: all available cores."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Restore the original GGUF byte for byte (its sha256 is checked before the file appears)."""
@@ -209,7 +208,7 @@ def run(
     temp: float = typer.Option(0.0, "--temp", min=0.0, help="0 = greedy."),
     seed: int = typer.Option(0, "--seed"),
     ctx: int = typer.Option(2048, "--ctx", min=16),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Default: physical cores."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="Default: physical cores."),
 ) -> None:
     """Stream a completion of PROMPT."""
     from gguf_runtime import Model
@@ -224,12 +223,12 @@ def run(
 @app.command()
 def chat(
     model: Path = typer.Argument(..., help="GGUF model file, plain or packed."),
-    system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
+    system: str | None = typer.Option(None, "--system", help="System prompt."),
     max_tokens: int = typer.Option(512, "--max-tokens", "-n", min=1),
     temp: float = typer.Option(0.7, "--temp", min=0.0),
     seed: int = typer.Option(0, "--seed"),
     ctx: int = typer.Option(4096, "--ctx", min=64),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1),
+    threads: int | None = typer.Option(None, "--threads", min=1),
 ) -> None:
     """Chat with a model in the terminal, using its own chat template. Empty line or Ctrl-D ends."""
     from gguf_runtime import Model
@@ -260,8 +259,8 @@ def eval_(
     ref: Path = typer.Option(..., "--ref", help="Reference GGUF (e.g. the F16 model)."),
     text: Path = typer.Option(..., "--text", help="UTF-8 text to score on."),
     ctx: int = typer.Option(512, "--ctx", min=16),
-    chunks: Optional[int] = typer.Option(None, "--chunks", min=1, help="Score at most this many chunks."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1),
+    chunks: int | None = typer.Option(None, "--chunks", min=1, help="Score at most this many chunks."),
+    threads: int | None = typer.Option(None, "--threads", min=1),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """KL divergence, top-1 agreement and perplexity of CANDIDATE against --ref."""
@@ -295,8 +294,8 @@ def imatrix(
     text: Path = typer.Option(..., "--text", help="UTF-8 calibration text."),
     output: Path = typer.Option(..., "-o", "--output", help="Importance matrix to write (GGUF form)."),
     ctx: int = typer.Option(512, "--ctx", min=16, help="Tokens per chunk."),
-    chunks: Optional[int] = typer.Option(None, "--chunks", min=1, help="Run at most this many chunks."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1),
+    chunks: int | None = typer.Option(None, "--chunks", min=1, help="Run at most this many chunks."),
+    threads: int | None = typer.Option(None, "--threads", min=1),
     include_output: bool = typer.Option(False, "--process-output", help="Also record output.weight."),
     no_progress: bool = typer.Option(False, "--no-progress"),
     as_json: bool = typer.Option(False, "--json"),

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import mmap
 import struct
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +129,7 @@ def _parse_header(fh, path: Path) -> tuple[dict[str, TensorEntry], dict[str, str
     for name, info in header.items():
         entries[name] = _parse_entry(path, name, info, data_size)
     spans = sorted((e.begin, e.end, e.name) for e in entries.values() if e.nbytes)
-    for (b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:]):
+    for (_b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:]):
         if b1 < e0:
             raise _fail(path, f"tensors {n0!r} and {n1!r} overlap")
     return entries, {str(k): str(v) for k, v in metadata.items()}, data_start
@@ -189,7 +189,7 @@ def write_safetensors(
     with atomic_output(Path(path)) as tmp, open(tmp, "wb") as fh:
         fh.write(struct.pack("<Q", len(blob)))
         fh.write(blob)
-        for name, kind, shape, produce in entries:
+        for _name, kind, shape, produce in entries:
             arr = np.asarray(produce(), dtype=np.float32).reshape(shape)
             if kind == "bf16":
                 out = to_bf16_bits(arr)

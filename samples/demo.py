@@ -28,6 +28,7 @@ def source_gguf() -> Path:
 
 def main() -> None:
     from gguf_runtime import Model
+
     from gguf_tools.hf_export import export_checkpoint
 
     checkpoint = CACHE / "SmolLM2-135M-Instruct"

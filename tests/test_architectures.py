@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import llama_logits, load_llama
-from gguf_tools.convert import convert
 from tiny_models import CASES, build_tiny_model
+
+from gguf_tools.convert import convert
 
 CORPUS = [
     "Hello world! The quick brown fox jumps over the lazy dog.",

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_models import build_tiny_model
 
 from gguf_tools.cli import main
 from gguf_tools.safetensors_file import write_safetensors
-from tiny_models import build_tiny_model
 
 CONFIG = {
     "architectures": ["LlamaForCausalLM"],

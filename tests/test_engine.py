@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import llama_logits
 from gguf_runtime.engine import Engine
-from gguf_tools.requantize import quantize_gguf
 from plan_fixtures import FIXTURES, f16_gguf, source_gguf
+
+from gguf_tools.requantize import quantize_gguf
 
 TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval.txt"
 POSITIONS = 512

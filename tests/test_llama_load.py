@@ -14,7 +14,7 @@ from gguf_tools.errors import InputError
 from gguf_tools.pack_header import parse_gguf_header
 
 llama_cpp = pytest.importorskip("llama_cpp")
-from gguf_runtime.llama_load import LlamaSource, llama_source, new_llama
+from gguf_runtime.llama_load import LlamaSource, llama_source, new_llama  # noqa: E402  (only once llama_cpp is known to be installed)
 
 PROMPT = b"The capital of France is"
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from plan_fixtures import source_gguf
 
 from gguf_tools.cli import main
 from gguf_tools.pack import is_packed
-from plan_fixtures import source_gguf
 
 
 def sha(path: Path) -> str:

@@ -8,10 +8,10 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
+from tiny_models import build_tiny_model
 
 from gguf_tools.cli import main
 from gguf_tools.safetensors_file import SafetensorsFile, write_safetensors
-from tiny_models import build_tiny_model
 
 Q = gguf.GGMLQuantizationType
 

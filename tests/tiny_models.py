@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-
 from tokenizer_fixtures import tokenizer_dir
 
 HIDDEN, FFN, HEADS, LAYERS = 256, 512, 4, 2
