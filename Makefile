@@ -37,7 +37,7 @@ bench: setup
 
 lint: setup
 	$(PIP) install -q ruff==0.17.6
-	$(VENV)/bin/ruff check gguf_tools runtime tests samples bench
+	$(VENV)/bin/ruff check gguf_tools gguf_runtime tests samples bench fuzz
 
 clean:
-	rm -rf build gguf_tools/*.so .pytest_cache
+	rm -rf build gguf_tools/*.so gguf_runtime/*.so .pytest_cache

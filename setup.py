@@ -16,7 +16,7 @@ CFLAGS = [
 
 def ext(name: str, *sources: str) -> Extension:
     return Extension(
-        f"gguf_tools.{name}",
+        name,
         sources=[f"native/{s}" for s in sources],
         depends=sorted(str(p) for p in Path("native").glob("*.h")),
         include_dirs=["native", numpy.get_include()],
@@ -27,9 +27,9 @@ def ext(name: str, *sources: str) -> Extension:
 
 setup(
     ext_modules=[
-        ext("_kernels", "kernels.c"),
-        ext("_kquant", "kquant.c"),
-        ext("_huffman", "huffman.c"),
-        ext("_llama_log", "llama_log.c"),
+        ext("gguf_tools._kernels", "kernels.c"),
+        ext("gguf_tools._kquant", "kquant.c"),
+        ext("gguf_tools._huffman", "huffman.c"),
+        ext("gguf_runtime._llama_log", "llama_log.c"),
     ]
 )

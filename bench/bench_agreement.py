@@ -14,10 +14,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-from gguf_runtime.evaluate import _log_softmax
 
 from bench.bench_decode import TEXT, gemma3_q4_k_m
 from bench.common import CACHE, smollm2_gguf
+from gguf_runtime.evaluate import _log_softmax
 
 POSITIONS = 512
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
@@ -67,9 +67,8 @@ def _llama_logits(path: Path, tokens: list[int], n_batch: int = POSITIONS) -> np
 
 
 def measure(path: Path) -> dict:
-    from gguf_runtime.engine import Engine
-
-    from gguf_tools.imatrix_collect import tokenize
+    from gguf_tools.engine.transformer import Engine
+    from gguf_tools.imatrix.collect import tokenize
 
     tokens = tokenize(path, TEXT.read_text(encoding="utf-8")[:20000])[0][:POSITIONS]
     llama = _log_softmax(_llama_logits(path, tokens))

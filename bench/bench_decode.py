@@ -48,7 +48,7 @@ MODELS = {"SmolLM2-135M Q4_K_M (gguf-tools)": smollm2_q4_k_m, "Gemma-3-270M Q4_K
 
 
 def _tokens(path: Path) -> list[int]:
-    from gguf_tools.imatrix_collect import tokenize
+    from gguf_tools.imatrix.collect import tokenize
 
     text = TEXT.read_text(encoding="utf-8")[:8000] if TEXT.exists() else "The quick brown fox. " * 400
     tokens, _ = tokenize(path, text)
@@ -83,7 +83,7 @@ def engine_decode(engine, tokens: list[int]) -> float:
 
 def kernel_time(engine, token: int) -> tuple[float, int]:
     """Seconds the native kernels take for one decode step's matmuls, and the weight bytes they read."""
-    from gguf_tools import kernels
+    from gguf_tools.engine import kernels
 
     calls: list[tuple[str, np.ndarray]] = []
     engine.observer = lambda name, x: calls.append((name, x.copy()))
@@ -100,7 +100,7 @@ def kernel_time(engine, token: int) -> tuple[float, int]:
 
 
 def measure(path: Path) -> dict:
-    from gguf_runtime.engine import Engine
+    from gguf_tools.engine.transformer import Engine
 
     tokens = _tokens(path)
     llm, engine = _llama(path), Engine(path, n_ctx=512, threads=THREADS)

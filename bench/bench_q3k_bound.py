@@ -88,7 +88,7 @@ def default_imatrix() -> str | None:
 def settings(imatrix_path: str | None) -> list[tuple[str, str, list]]:
     out = [(label, "proxy", model_tensors(path)) for label, path in model_paths()]
     if imatrix_path:
-        from gguf_tools.imatrix import load_imatrix
+        from gguf_tools.imatrix.file import load_imatrix
 
         label, path = model_paths()[0]
         out.append((label, "imatrix", model_tensors(path, load_imatrix(imatrix_path))))

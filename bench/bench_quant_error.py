@@ -170,7 +170,7 @@ def run(*, imatrix_path: str | None = None, max_rows: int = 1024, types: tuple[Q
     rng = np.random.default_rng(0)
     real = None
     if imatrix_path:
-        from gguf_tools.imatrix import load_imatrix
+        from gguf_tools.imatrix.file import load_imatrix
 
         real = load_imatrix(imatrix_path)
     ntensors = 0

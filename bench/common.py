@@ -19,7 +19,7 @@ def smollm2_gguf() -> Path:
 
 def smollm2_checkpoint() -> Path:
     """The BF16 Hugging Face checkpoint that `make demo` makes (made here if missing)."""
-    from gguf_tools.hf_export import export_checkpoint
+    from gguf_tools.export.checkpoint import export_checkpoint
 
     path = CACHE / "demo" / "SmolLM2-135M-Instruct"
     if not (path / "model.safetensors").exists():

@@ -38,9 +38,10 @@ else:
 
 with _instrumented:
     from gguf_tools import _huffman
-    from gguf_tools import pack as pack_mod
+    from gguf_tools import packed as pack_mod
     from gguf_tools.errors import InputError, ResourceError
-    from gguf_tools.pack_format import (
+    from gguf_tools.packed.codes import DecodeError, code_lengths, decode_ref
+    from gguf_tools.packed.format import (
         _HEADER,
         HEADER_SIZE,
         MODE_CTX,
@@ -51,7 +52,6 @@ with _instrumented:
         crc32c,
         layout_words,
     )
-    from gguf_tools.pack_huffman import DecodeError, code_lengths, decode_ref
 
 _DIR = tempfile.mkdtemp(prefix="fuzz_unpack_", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
 _PATH = os.path.join(_DIR, "input.ggpk")

@@ -135,7 +135,7 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show a GGUF file's metadata, tensors, types and bits per weight (and, packed, what packing saved)."""
-    from .inspect_gguf import describe, format_text
+    from .inspection import describe, format_text
 
     info = describe(path)
     if as_json:
@@ -167,8 +167,8 @@ def pack(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Huffman-pack a GGUF file, losslessly: smaller to store and ship, loads directly (docs/packed-format.md)."""
-    from .pack import MIN_SAVING
-    from .pack import pack as run_pack
+    from .packed import MIN_SAVING
+    from .packed import pack as run_pack
 
     output = output or _default_output(src, ".gguf", PACKED_SUFFIX)
     _check_distinct(src, output)
@@ -189,7 +189,7 @@ def unpack(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Restore the original GGUF byte for byte (its sha256 is checked before the file appears)."""
-    from .pack import unpack as run_unpack
+    from .packed import unpack as run_unpack
 
     output = output or _default_output(src, PACKED_SUFFIX, ".gguf")
     _check_distinct(src, output)
@@ -301,7 +301,7 @@ def imatrix(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Collect an importance matrix (llama-imatrix's GGUF form) by running MODEL over --text."""
-    from .imatrix_collect import collect_imatrix
+    from .imatrix.collect import collect_imatrix
 
     body = _read_text(text)
     show = not no_progress and not as_json and sys.stderr.isatty()

@@ -15,14 +15,14 @@ import gguf
 import numpy as np
 
 from . import __version__
-from .arch import TensorJob, add_hparams, detect_family, plan_tensors, read_hparams
-from .checkpoint import Checkpoint, open_checkpoint
-from .encode import encode
 from .errors import InputError
 from .files import atomic_output
+from .gguf_file.writer import OutTensor, write_gguf
+from .hf.checkpoint import Checkpoint, open_checkpoint
+from .hf.families import TensorJob, add_hparams, detect_family, plan_tensors, read_hparams
 from .plan import Plan, TensorSpec, get_preset, plan_types
+from .quantize.encode import encode
 from .tokenizer import add_tokenizer_metadata, load_tokenizer
-from .writer import OutTensor, write_gguf
 
 Q = gguf.GGMLQuantizationType
 
@@ -82,7 +82,7 @@ def convert(
     preset = get_preset(quant)
     importance = None
     if imatrix is not None:
-        from .imatrix import load_imatrix
+        from .imatrix.file import load_imatrix
 
         importance = load_imatrix(imatrix)
     start = time.perf_counter()
@@ -122,7 +122,7 @@ def convert(
 def _write_packed(output: Path, overwrite: bool, write: Callable[[Path], int]) -> tuple[int, int]:
     """The GGUF goes to a temporary file beside ``output``, is packed into place, and is removed:
     nothing but the finished packed file is ever left. Returns the GGUF's size and the packed size."""
-    from .pack import pack
+    from .packed import pack
 
     with atomic_output(output, overwrite=overwrite) as staged:
         raw = staged.with_name(staged.name + ".gguf")

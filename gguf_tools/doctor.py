@@ -52,7 +52,8 @@ def probe_llama_cpp() -> dict:
 
 def diagnose() -> dict:
     """Everything the report shows, as plain data (the ``--json`` output)."""
-    from . import __version__, kernels
+    from . import __version__
+    from .engine import kernels
     from .quantize import native_available
 
     cache = cache_dir()

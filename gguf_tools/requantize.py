@@ -10,12 +10,12 @@ import gguf
 import numpy as np
 
 from .convert import CHUNK_BYTES, ConvertResult, _check_finite, _progress_bar, add_quant_metadata
-from .encode import encode
 from .errors import InputError, UnsupportedError
-from .gguf_raw import RawField, RawGGUF
-from .inspect_gguf import open_gguf
+from .gguf_file.raw import RawField, RawGGUF
+from .gguf_file.writer import OutTensor, RawValue, write_gguf
+from .inspection import open_gguf
 from .plan import get_preset, plan_gguf
-from .writer import OutTensor, RawValue, write_gguf
+from .quantize.encode import encode
 
 Q = gguf.GGMLQuantizationType
 FLOATS = (Q.F32, Q.F16, Q.BF16)
@@ -25,7 +25,7 @@ REWRITTEN = ("general.file_type", "general.quantization_version", "general.quant
 
 def open_source(src: str | Path) -> RawGGUF | gguf.GGUFReader:
     """The input file: read raw (fast, metadata copied verbatim) unless it is a packed file."""
-    from .pack import is_packed
+    from .packed import is_packed
 
     path = Path(src)
     if path.is_file() and not is_packed(path):
@@ -62,7 +62,7 @@ def quantize_gguf(
     preset = get_preset(quant)
     importance = None
     if imatrix is not None:
-        from .imatrix import load_imatrix
+        from .imatrix.file import load_imatrix
 
         importance = load_imatrix(imatrix)
     reader = open_source(src)
@@ -91,7 +91,7 @@ def quantize_gguf(
 
 def _produce(reader: RawGGUF | gguf.GGUFReader, tensors: list[OutTensor], importance: dict[str, np.ndarray], mode: str,
              progress: bool | None, threads: int | None = None) -> Iterator[np.ndarray]:
-    from .kernels import dequantize
+    from .engine.kernels import dequantize
 
     bar = _progress_bar(sum(t.nbytes for t in tensors), progress)
     try:

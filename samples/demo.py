@@ -28,8 +28,7 @@ def source_gguf() -> Path:
 
 def main() -> None:
     from gguf_runtime import Model
-
-    from gguf_tools.hf_export import export_checkpoint
+    from gguf_tools.export.checkpoint import export_checkpoint
 
     checkpoint = CACHE / "SmolLM2-135M-Instruct"
     if not (checkpoint / "model.safetensors").exists():

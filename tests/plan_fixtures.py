@@ -18,7 +18,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from gguf_tools.kernels import dequantize
+from gguf_tools.engine.kernels import dequantize
 
 CACHE = Path(os.environ.get("GGUF_TOOLS_CACHE", Path.home() / ".cache" / "gguf-tools"))
 FIXTURES = CACHE / "fixtures"

@@ -12,7 +12,7 @@ import pytest
 from tiny_models import build_tiny_model
 
 from gguf_tools.cli import main
-from gguf_tools.safetensors_file import write_safetensors
+from gguf_tools.hf.safetensors import write_safetensors
 
 CONFIG = {
     "architectures": ["LlamaForCausalLM"],
@@ -216,7 +216,7 @@ def test_inspect_rejects_non_gguf(tmp_path, capsys):
 def test_checkpoint_missing_a_layer_tensor(tmp_path, capsys, good_model):
     import shutil
 
-    from gguf_tools.safetensors_file import SafetensorsFile
+    from gguf_tools.hf.safetensors import SafetensorsFile
 
     src = tmp_path / "m"
     shutil.copytree(good_model, src)

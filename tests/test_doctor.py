@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 
-from gguf_tools import kernels
 from gguf_tools.cli import main
+from gguf_tools.engine import kernels
 
 
 def test_json_report_matches_the_running_installation(capsys, monkeypatch, tmp_path):

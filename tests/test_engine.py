@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import llama_logits
-from gguf_runtime.engine import Engine
 from plan_fixtures import FIXTURES, f16_gguf, source_gguf
 
+from gguf_tools.engine.transformer import Engine
 from gguf_tools.requantize import quantize_gguf
 
 TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval.txt"
@@ -53,7 +53,7 @@ MODELS = {
 
 
 def eval_tokens(path: Path) -> list[int]:
-    from gguf_tools.imatrix_collect import tokenize
+    from gguf_tools.imatrix.collect import tokenize
 
     if not TEXT.exists():
         pytest.skip("shared/data/eval.txt not present")

@@ -5,9 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
-from gguf_runtime.evaluate import evaluate
 from plan_fixtures import f16_gguf, source_gguf
 
+from gguf_runtime.evaluate import evaluate
 from gguf_tools.cli import main
 
 TEXT = (Path(__file__).resolve().parents[2] / "shared" / "data" / "eval.txt")

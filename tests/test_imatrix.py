@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gguf_tools.errors import InputError
-from gguf_tools.imatrix import load_imatrix, write_imatrix_gguf
+from gguf_tools.imatrix.file import load_imatrix, write_imatrix_gguf
 from gguf_tools.quantize import ggml_lib, quantize
 
 

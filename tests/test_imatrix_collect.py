@@ -19,9 +19,9 @@ from tiny_models import LAYERS, build_tiny_model
 
 from gguf_tools.cli import main
 from gguf_tools.convert import convert
-from gguf_tools.imatrix import load_imatrix
-from gguf_tools.imatrix_collect import collect_imatrix, tokenize
-from gguf_tools.inspect_gguf import open_gguf
+from gguf_tools.imatrix.collect import collect_imatrix, tokenize
+from gguf_tools.imatrix.file import load_imatrix
+from gguf_tools.inspection import open_gguf
 from gguf_tools.quantize import ggml_lib
 
 CALIBRATION = Path(__file__).resolve().parents[2] / "shared" / "data" / "calibration.txt"
@@ -241,9 +241,9 @@ def test_bad_input_is_refused_and_leaves_nothing_behind(model, tmp_path, capsys)
 @pytest.mark.slow
 def test_an_imatrix_collected_on_calibration_text_improves_q4_k_m_on_eval_text(tmp_path):
     """End to end on SmolLM2: collect on calibration.txt, quantize, measure KLD on eval.txt."""
-    from gguf_runtime.evaluate import evaluate
     from plan_fixtures import f16_gguf, source_gguf
 
+    from gguf_runtime.evaluate import evaluate
     from gguf_tools.requantize import quantize_gguf
 
     eval_text = CALIBRATION.with_name("eval.txt")

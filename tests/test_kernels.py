@@ -23,7 +23,8 @@ import gguf
 import numpy as np
 import pytest
 
-from gguf_tools import _kernels, kernels
+from gguf_tools import _kernels
+from gguf_tools.engine import kernels
 from gguf_tools.errors import InputError, UnsupportedError
 
 QT = gguf.GGMLQuantizationType

@@ -11,7 +11,7 @@ import pytest
 from plan_fixtures import source_gguf
 
 from gguf_tools.errors import InputError
-from gguf_tools.pack_header import parse_gguf_header
+from gguf_tools.gguf_file.header import parse_gguf_header
 
 llama_cpp = pytest.importorskip("llama_cpp")
 from gguf_runtime.llama_load import LlamaSource, llama_source, new_llama  # noqa: E402  (only once llama_cpp is known to be installed)

@@ -18,7 +18,7 @@ from conftest import smollm2_gguf
 
 from gguf_tools import _huffman
 from gguf_tools.errors import InputError, OutputError
-from gguf_tools.pack import (
+from gguf_tools.packed import (
     is_packed,
     open_for_llama,
     pack,
@@ -27,7 +27,15 @@ from gguf_tools.pack import (
     unpack,
     unpack_to_memory,
 )
-from gguf_tools.pack_format import (
+from gguf_tools.packed.codes import (
+    DecodeError,
+    code_lengths,
+    coded_bits,
+    crc32c_ref,
+    decode_ref,
+    decode_stream_ref,
+)
+from gguf_tools.packed.format import (
     HEADER_SIZE,
     MAX_BITS,
     MAX_CHUNK,
@@ -43,14 +51,6 @@ from gguf_tools.pack_format import (
     layout_words,
     parse_header,
     parse_index,
-)
-from gguf_tools.pack_huffman import (
-    DecodeError,
-    code_lengths,
-    coded_bits,
-    crc32c_ref,
-    decode_ref,
-    decode_stream_ref,
 )
 
 CORPUS = Path(__file__).parent / "pack_corpus"
@@ -242,7 +242,7 @@ def test_packed_header_shows_metadata_and_tensors_without_unpacking(small):
 
 
 def test_a_header_read_for_its_scalars_keeps_every_value_but_the_arrays(small):
-    from gguf_tools.pack_header import parse_gguf_header
+    from gguf_tools.gguf_file.header import parse_gguf_header
 
     header = read_packed_header(small[1]).gguf_header
     full = parse_gguf_header(header).metadata
@@ -313,7 +313,7 @@ def test_open_for_llama_gives_a_path_holding_the_original_bytes(small):
 
 
 def test_the_index_checked_in_c_gives_the_reference_decode_plan(small, rich, smol_packed):
-    from gguf_tools.pack import _Packed
+    from gguf_tools.packed import _Packed
 
     for _, packed in (small, rich, smol_packed):
         with _Packed(packed) as p:
@@ -330,7 +330,7 @@ def test_real_model_packs_smaller_than_zstd_and_unpacks_identically(smol_packed,
     unpack(packed, out, threads=2)
     assert sha(out) == sha(src)
     # the reference decoder agrees with the C decoder on real chunks (a few small ones: it is slow)
-    from gguf_tools.pack import _Packed
+    from gguf_tools.packed import _Packed
 
     with _Packed(packed) as p:
         jobs, words, tables = decode_plan(p.header, p.index)
@@ -396,7 +396,7 @@ def test_native_crc32c_matches_the_reference_and_the_standard_check_value(rng):
 
 
 def test_native_limits_match_the_format_module():
-    from gguf_tools import pack_format as f
+    from gguf_tools.packed import format as f
 
     names = ("MAX_BITS", "MAX_BLOCK", "MAX_FIELDS", "MAX_RUNS", "MAX_FIELD_TABLES", "MAX_CHUNK", "N_STREAMS",
              "HEADER_SIZE", "MAX_TABLES", "MAX_SECTIONS", "MAX_RATIO", "RATIO_SLACK")
@@ -523,7 +523,7 @@ def test_c_and_reference_decoders_agree_on_corrupted_streams(rng):
 
 
 def test_c_decoder_spreads_chunks_over_threads_with_the_same_result(rich):
-    from gguf_tools.pack import _Packed
+    from gguf_tools.packed import _Packed
 
     with _Packed(rich[1]) as p:
         jobs, words, tables = decode_plan(p.header, p.index)
@@ -622,7 +622,7 @@ def rewrite(packed: Path, out: Path, *, header=None, index=None, tables=None, se
     chunks = idx.chunks.copy() if chunks is None else chunks
     body = raw[HEADER_SIZE:h.index_offset] if data is None else data
     new_index = encode_index(tables, sections, chunks) if index is None else index
-    from gguf_tools.pack_format import crc32c
+    from gguf_tools.packed.format import crc32c
 
     h = dataclasses.replace(h, index_offset=HEADER_SIZE + len(body), index_size=len(new_index),
                             index_crc=crc32c(new_index))
@@ -802,7 +802,7 @@ def test_ctrl_c_during_pack_leaves_no_partial_output(tmp_path):
     src = smollm2_gguf()
     out = tmp_path / "out"
     out.mkdir()
-    code = f"from gguf_tools.pack import pack; pack({str(src)!r}, {str(out / 'x.ggpk')!r}, threads=1)"
+    code = f"from gguf_tools.packed import pack; pack({str(src)!r}, {str(out / 'x.ggpk')!r}, threads=1)"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
                             stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60

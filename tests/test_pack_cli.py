@@ -12,7 +12,7 @@ import pytest
 from plan_fixtures import source_gguf
 
 from gguf_tools.cli import main
-from gguf_tools.pack import is_packed
+from gguf_tools.packed import is_packed
 
 
 def sha(path: Path) -> str:
@@ -161,7 +161,7 @@ def test_run_command_reads_a_packed_file(packed, capsys):
 
 
 def test_reference_engine_gives_identical_logits_from_a_packed_file(packed):
-    from gguf_runtime.engine import Engine
+    from gguf_tools.engine.transformer import Engine
 
     src, ggpk = packed
     tokens = [1, 504, 3575, 282, 4649, 314]

@@ -11,7 +11,7 @@ import pytest
 from tiny_models import build_tiny_model
 
 from gguf_tools.cli import main
-from gguf_tools.safetensors_file import SafetensorsFile, write_safetensors
+from gguf_tools.hf.safetensors import SafetensorsFile, write_safetensors
 
 Q = gguf.GGMLQuantizationType
 

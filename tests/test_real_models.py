@@ -7,8 +7,8 @@ from conftest import greedy, load_llama
 from plan_fixtures import f16_gguf, source_gguf
 
 from gguf_tools.convert import convert
-from gguf_tools.hf_export import export_checkpoint
-from gguf_tools.inspect_gguf import open_gguf
+from gguf_tools.export.checkpoint import export_checkpoint
+from gguf_tools.inspection import open_gguf
 
 PROMPTS = [
     "The three primary colors are",

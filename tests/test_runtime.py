@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from gguf_runtime import Model, default_threads
 from plan_fixtures import source_gguf
 
+from gguf_runtime import Model, default_threads
 from gguf_tools.cli import main
 from gguf_tools.errors import ResourceError
 

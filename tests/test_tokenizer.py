@@ -565,7 +565,7 @@ S, A, I32 = gguf.GGUFValueType.STRING, gguf.GGUFValueType.ARRAY, gguf.GGUFValueT
      UnsupportedError, "no-such-pre"),
 ])
 def test_export_refuses_broken_or_unsupported_gguf_metadata(tmp_path, kv, error, match):
-    from gguf_tools.tokenizer_export import export_tokenizer
+    from gguf_tools.export.tokenizer import export_tokenizer
 
     reader = _tiny_gguf(tmp_path / "t.gguf", **kv)
     with pytest.raises(error, match=match):
@@ -575,7 +575,7 @@ def test_export_refuses_broken_or_unsupported_gguf_metadata(tmp_path, kv, error,
 
 def test_export_of_a_small_sentencepiece_vocabulary_round_trips(tmp_path):
     """A hand-made SentencePiece vocabulary: pieces, scores, types and flags survive GGUF -> HF -> GGUF."""
-    from gguf_tools.tokenizer_export import export_tokenizer
+    from gguf_tools.export.tokenizer import export_tokenizer
 
     pieces = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + [
         "\u2581", "a", "b", "\u2581a", "ab", "\u2581ab", "<tool>"]

@@ -25,9 +25,9 @@ from typing import Any
 import gguf
 
 from gguf_tools import tokenizer as _tokenizer_mod
-from gguf_tools import tokenizer_export as _export_mod
+from gguf_tools.export import tokenizer as _export_mod
+from gguf_tools.export.tokenizer import export_tokenizer
 from gguf_tools.tokenizer import TokenizerSpec, add_tokenizer_metadata
-from gguf_tools.tokenizer_export import export_tokenizer
 
 FIXTURE_NAMES = ("smollm2", "gemma3", "llama-bpe", "llama-spm", "qwen2", "phi-3")
 

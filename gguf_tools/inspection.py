@@ -8,7 +8,7 @@ import gguf
 import numpy as np
 
 from .errors import InputError
-from .pack import is_packed, open_for_llama, pack_info
+from .packed import is_packed, open_for_llama, pack_info
 
 ARRAY_PREVIEW = 8
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 MAX_TENSORS = 1_000_000
@@ -174,7 +174,7 @@ def write_safetensors(
     metadata: dict[str, str] | None = None,
 ) -> None:
     """Stream tensors (name, "bf16"|"f16"|"f32", shape, producer of float32) into one file, atomically."""
-    from .files import atomic_output
+    from ..files import atomic_output
 
     kinds = {"bf16": ("BF16", 2), "f16": ("F16", 2), "f32": ("F32", 4)}
     header: dict[str, object] = {"__metadata__": metadata or {}}

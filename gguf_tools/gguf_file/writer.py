@@ -12,7 +12,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from .files import atomic_output, check_free_space
+from ..files import atomic_output, check_free_space
 
 Q = gguf.GGMLQuantizationType
 

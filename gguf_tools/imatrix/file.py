@@ -23,8 +23,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from .errors import InputError
-from .files import atomic_output
+from ..errors import InputError
+from ..files import atomic_output
 
 MAX_FILE_BYTES = 8 << 30  # an imatrix of a 1T-parameter model is a few GiB at most
 MAX_ENTRIES = 1 << 20

@@ -24,8 +24,8 @@ from typing import Any
 
 import gguf
 
-from .errors import InputError, UnsupportedError
-from .files import read_json
+from ..errors import InputError, UnsupportedError
+from ..files import read_json
 
 NORMAL = int(gguf.TokenType.NORMAL)
 UNKNOWN = int(gguf.TokenType.UNKNOWN)

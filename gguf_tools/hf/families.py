@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import gguf
 import numpy as np
 
-from .errors import InputError, UnsupportedError
+from ..errors import InputError, UnsupportedError
 
 
 @dataclass(frozen=True)

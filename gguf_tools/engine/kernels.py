@@ -19,8 +19,8 @@ from functools import lru_cache
 import gguf
 import numpy as np
 
-from gguf_tools import _kernels
-from gguf_tools.errors import InputError, ResourceError, UnsupportedError
+from .. import _kernels
+from ..errors import InputError, ResourceError, UnsupportedError
 
 QT = gguf.GGMLQuantizationType
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from .errors import UnsupportedError
-from .files import atomic_output
-from .kernels import dequantize
-from .safetensors_file import write_safetensors
-from .tokenizer_export import export_tokenizer
+from ..engine.kernels import dequantize
+from ..errors import UnsupportedError
+from ..files import atomic_output
+from ..hf.safetensors import write_safetensors
+from .tokenizer import export_tokenizer
 
 EXPORTABLE = {
     "llama": ("LlamaForCausalLM", "llama"),

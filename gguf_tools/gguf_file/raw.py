@@ -17,7 +17,7 @@ from typing import Any
 import gguf
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 V = gguf.GGUFValueType
 Q = gguf.GGMLQuantizationType

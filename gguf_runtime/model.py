@@ -10,8 +10,8 @@ from pathlib import Path
 import psutil
 
 from gguf_tools.errors import InputError, ResourceError
-from gguf_tools.pack import is_packed
-from gguf_tools.pack_header import parse_gguf_header
+from gguf_tools.gguf_file.header import parse_gguf_header
+from gguf_tools.packed import is_packed
 
 from .chat_template import FALLBACK, render
 from .llama_load import LlamaSource, llama_source, new_llama

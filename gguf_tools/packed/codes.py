@@ -11,7 +11,7 @@ import struct
 
 import numpy as np
 
-from .pack_format import (
+from .format import (
     MAX_BITS,
     MAX_BLOCK,
     MAX_CHUNK,

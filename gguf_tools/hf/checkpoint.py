@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, UnsupportedError
-from .files import read_json
-from .safetensors_file import SafetensorsFile
+from ..errors import InputError, UnsupportedError
+from ..files import read_json
+from .safetensors import SafetensorsFile
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 
 import gguf
 
-from .errors import InputError
+from ..errors import InputError
 
 GGUF_MAGIC = b"GGUF"
 MAX_DIMS = 4
@@ -102,7 +102,7 @@ def _value(cur: _Cursor, vtype: int, keep: bool, depth: int = 0) -> Any:
             raw = cur.take(count * size)
             return list(struct.unpack(f"<{count}{fmt[1]}", raw)) if keep else None
         if etype == _STRING and not keep:   # a vocabulary: skim it in C
-            from . import _huffman
+            from .. import _huffman
 
             try:
                 cur.pos = _huffman.skip_strings(cur.buf, cur.pos, count)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import gguf
 import numpy as np
 
-from .errors import InputError
-from .pack_header import GGUFView, parse_gguf_header
+from ..errors import InputError
+from ..gguf_file.header import GGUFView, parse_gguf_header
 
 MAGIC = b"GGUFPACK"
 VERSION = 1
@@ -191,7 +191,7 @@ class PackIndex:
 
 
 def crc32c(data: bytes | memoryview, seed: int = 0) -> int:
-    from . import _huffman
+    from .. import _huffman
 
     return _huffman.crc32c(data, seed)
 

@@ -25,9 +25,9 @@ from typing import Any
 
 import gguf
 
-from .errors import InputError, OutputError, UnsupportedError
-from .files import atomic_output
-from .tokenizer import (
+from ..errors import InputError, OutputError, UnsupportedError
+from ..files import atomic_output
+from ..tokenizer import (
     BYTE,
     CONTROL,
     NORMAL,

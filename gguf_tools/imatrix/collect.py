@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, ResourceError
-from .imatrix import write_imatrix_gguf
+from ..errors import InputError, ResourceError
+from .file import write_imatrix_gguf
 
 MIN_CTX = 16  # llama-imatrix ignores matmuls over fewer rows than this
 
@@ -109,7 +109,7 @@ def collect_imatrix(
     ``chunks`` caps how many chunks are run; ``dataset`` is the name recorded in the file (llama.cpp
     records the text file's path); ``progress(done, total)`` is called after each chunk.
     """
-    from gguf_runtime.engine import Engine
+    from gguf_tools.engine.transformer import Engine
 
     start = time.perf_counter()
     model = Path(model)

@@ -22,9 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, ResourceError, UnsupportedError
-from .files import atomic_output
-from .pack_format import (
+from ..errors import InputError, ResourceError, UnsupportedError
+from ..files import atomic_output
+from ..gguf_file.header import GGUFView, TensorInfo, parse_gguf_header
+from .codes import code_lengths, coded_bits
+from .format import (
     CHUNK_DTYPE,
     GAP_LAYOUT,
     HEADER_SIZE,
@@ -56,8 +58,6 @@ from .pack_format import (
     read_view,
     validate,
 )
-from .pack_header import GGUFView, TensorInfo, parse_gguf_header
-from .pack_huffman import code_lengths, coded_bits
 
 CHUNK_TARGET = 1 << 20      # decoded bytes per chunk: many chunks per thread, tables built once per chunk
 MIN_SAVING = 0.05           # default: fields whose coding saves under 5% (4-6-bit quants) stay raw:
@@ -87,7 +87,7 @@ __all__ = [
 
 def _native():
     try:
-        from . import _huffman
+        from .. import _huffman
     except ImportError as e:  # pragma: no cover - a broken install, not bad input
         raise UnsupportedError(f"the native Huffman module is not built ({e}); run `make native`") from None
     return _huffman

@@ -13,9 +13,9 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from gguf_tools import kernels
-from gguf_tools.errors import InputError, UnsupportedError
-from gguf_tools.inspect_gguf import open_gguf
+from ..errors import InputError, UnsupportedError
+from ..inspection import open_gguf
+from . import kernels
 
 Q = gguf.GGMLQuantizationType
 ARCHS = ("llama", "qwen2", "qwen3", "gemma3", "phi3")

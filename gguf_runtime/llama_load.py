@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from gguf_tools.pack import is_packed, unpack_for_llama
+from gguf_tools.packed import is_packed, unpack_for_llama
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def _c_log(verbose: bool) -> Iterator[None]:
     import llama_cpp
     from llama_cpp import _logger
 
-    from gguf_tools import _llama_log
+    from . import _llama_log
 
     _llama_log.print_all(verbose)
     llama_cpp.llama_log_set(ctypes.cast(_llama_log.callback_address(), llama_cpp.llama_log_callback),
@@ -83,7 +83,7 @@ class _Readiness:
     however it returns."""
 
     def __init__(self, ready: Callable[[], None]):
-        from gguf_tools import _llama_log
+        from . import _llama_log
 
         self.error: BaseException | None = None
         self._release = _llama_log.release

@@ -4,7 +4,7 @@ from __future__ import annotations
 import gguf
 import numpy as np
 
-from .safetensors_file import to_bf16_bits
+from ..hf.safetensors import to_bf16_bits
 
 Q = gguf.GGMLQuantizationType
 
@@ -21,7 +21,7 @@ def encode(w: np.ndarray, qtype: Q, importance: np.ndarray | None = None, *, mod
         return w.astype(np.float16)
     if qtype == Q.BF16:
         return to_bf16_bits(w)
-    from .quantize import quantize
+    from . import quantize
 
     rows = np.ascontiguousarray(w, dtype=np.float32).reshape(-1, w.shape[-1])
     return quantize(rows, qtype, importance, mode=mode, threads=threads)
