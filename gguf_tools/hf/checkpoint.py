@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, UnsupportedError
-from ..files import read_json
+from ..files import read_json, release_pages
 from .safetensors import SafetensorsFile
 
 
@@ -59,12 +59,7 @@ class Checkpoint:
             out = out.view(np.float32)
         else:
             out = raw.astype(np.float32)
-        del raw
-        if rows is None or rows.stop is None:
-            f.release(name)
-        else:
-            entry = f.entries[name]
-            f.release(name, rows.stop * (entry.nbytes // max(entry.shape[0], 1)))
+        release_pages(raw)
         return out
 
     def close(self) -> None:

@@ -82,17 +82,6 @@ class SafetensorsFile:
         arr = np.frombuffer(self._mm, dtype=np_dtype, count=count, offset=self._data_start + e.begin)
         return arr.reshape(e.shape)
 
-    def release(self, name: str, upto: int | None = None) -> None:
-        """Drop the tensor's pages (its first ``upto`` bytes) from this process; they stay in the page cache."""
-        if self._mm is None or not hasattr(mmap, "MADV_DONTNEED"):
-            return
-        e = self.entries[name]
-        page = mmap.PAGESIZE
-        start = (self._data_start + e.begin) // page * page
-        end = self._data_start + (e.end if upto is None else min(e.end, e.begin + upto))
-        if end > start:
-            self._mm.madvise(mmap.MADV_DONTNEED, start, end - start)
-
 
 def _fail(path: Path, why: str) -> InputError:
     return InputError(f"{path}: not a valid safetensors file: {why}")
