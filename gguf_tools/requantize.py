@@ -11,6 +11,7 @@ import numpy as np
 
 from .convert import CHUNK_BYTES, ConvertResult, _check_finite, _progress_bar, add_quant_metadata
 from .errors import InputError, UnsupportedError
+from .files import release_pages
 from .gguf_file.raw import RawField, RawGGUF
 from .gguf_file.writer import OutTensor, RawValue, write_gguf
 from .inspection import open_gguf
@@ -112,7 +113,9 @@ def _produce(reader: RawGGUF | gguf.GGUFReader, tensors: list[OutTensor], import
                     w = dequantize(src.tensor_type, block, (len(block), row_len))
                     _check_finite(w, src.name)
                     parts.append(encode(w, out.qtype, importance.get(src.name), mode=mode, threads=threads))
+                    release_pages(block)
                 yield np.concatenate(parts).reshape(-1) if len(parts) > 1 else parts[0]
+            release_pages(raw)  # written: drop its mapped pages, or the whole source ends up resident
             if bar is not None:
                 bar.update(out.nbytes)
     finally:
