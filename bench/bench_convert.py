@@ -5,29 +5,16 @@ outputs hold byte-identical tensors.
 """
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from bench.common import REPO, llama_cpp_source, smollm2_checkpoint
+from bench.measure import measure
 
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
-
-
-def _measure(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of one command, measured by a small launcher process."""
-    proc = subprocess.run([sys.executable, "-m", "bench.measure", *cmd], env=env, capture_output=True, text=True,
-                          cwd=REPO)
-    if proc.returncode or not proc.stdout.strip():
-        raise RuntimeError(f"{cmd[1]} failed:\n{proc.stderr[-2000:]}")
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
-    if r["rc"]:
-        raise RuntimeError(f"{cmd[1]} exited {r['rc']}:\n{proc.stderr[-2000:]}")
-    return r["wall"], r["rss"]
 
 
 def _tensors(path: Path) -> dict[str, tuple[int, bytes]]:
@@ -49,8 +36,8 @@ def run() -> str:
     ref_env = {**os.environ, "PYTHONPATH": f"{llama_src / 'gguf-py'}:{REPO}"}
     ours, ref = [], []
     for _ in range(RUNS):
-        ref.append(_measure(ref_cmd, ref_env))
-        ours.append(_measure(ours_cmd))
+        ref.append(measure(ref_cmd, ref_env))
+        ours.append(measure(ours_cmd))
     a, b = _tensors(ours_out), _tensors(ref_out)
     same = set(a) == set(b) and all(a[k] == b[k] for k in a)
     differing = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))

@@ -1,4 +1,4 @@
-"""`python -m bench.measure CMD...`: run CMD, print its wall seconds and peak RSS as JSON.
+"""`python -m bench.measure CMD...`: run CMD, print its wall seconds and peak RSS as JSON (`measure` calls it).
 
 Run as its own small process so the measured child's RSS is not inflated by a big parent
 (a forked child counts the parent's pages until it execs).
@@ -7,8 +7,24 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def measure(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of one command, measured by this module as a small launcher."""
+    proc = subprocess.run([sys.executable, "-m", "bench.measure", *cmd], env=env, capture_output=True, text=True,
+                          cwd=REPO)
+    if proc.returncode or not proc.stdout.strip():
+        raise RuntimeError(f"{cmd[1]} failed:\n{proc.stderr[-2000:]}")
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    if r["rc"]:
+        raise RuntimeError(f"{cmd[1]} exited {r['rc']}:\n{proc.stderr[-2000:]}")
+    return r["wall"], r["rss"]
 
 
 def main() -> None:
