@@ -27,14 +27,7 @@ from gguf_tools.packed import (
     unpack,
     unpack_to_memory,
 )
-from gguf_tools.packed.codes import (
-    DecodeError,
-    code_lengths,
-    coded_bits,
-    crc32c_ref,
-    decode_ref,
-    decode_stream_ref,
-)
+from gguf_tools.packed.codes import code_lengths, coded_bits
 from gguf_tools.packed.format import (
     HEADER_SIZE,
     MAX_BITS,
@@ -45,13 +38,13 @@ from gguf_tools.packed.format import (
     MODE_PALETTE,
     MODE_RAW,
     FieldCoding,
-    decode_plan,
     encode_header,
     encode_index,
     layout_words,
     parse_header,
     parse_index,
 )
+from gguf_tools.packed.reference import DecodeError, crc32c_ref, decode_plan, decode_ref, decode_stream_ref
 
 CORPUS = Path(__file__).parent / "pack_corpus"
 T = gguf.GGMLQuantizationType
@@ -313,11 +306,11 @@ def test_open_for_llama_gives_a_path_holding_the_original_bytes(small):
 
 
 def test_the_index_checked_in_c_gives_the_reference_decode_plan(small, rich, smol_packed):
-    from gguf_tools.packed import _Packed
+    from gguf_tools.packed.decode import _Packed
 
     for _, packed in (small, rich, smol_packed):
         with _Packed(packed) as p:
-            for got, want in zip(p.plan(), decode_plan(p.header, p.index)):
+            for got, want in zip(p.decode_jobs(), decode_plan(p.header, p.index)):
                 assert got.dtype == want.dtype and np.array_equal(got, want)
 
 
@@ -330,7 +323,7 @@ def test_real_model_packs_smaller_than_zstd_and_unpacks_identically(smol_packed,
     unpack(packed, out, threads=2)
     assert sha(out) == sha(src)
     # the reference decoder agrees with the C decoder on real chunks (a few small ones: it is slow)
-    from gguf_tools.packed import _Packed
+    from gguf_tools.packed.decode import _Packed
 
     with _Packed(packed) as p:
         jobs, words, tables = decode_plan(p.header, p.index)
@@ -523,7 +516,7 @@ def test_c_and_reference_decoders_agree_on_corrupted_streams(rng):
 
 
 def test_c_decoder_spreads_chunks_over_threads_with_the_same_result(rich):
-    from gguf_tools.packed import _Packed
+    from gguf_tools.packed.decode import _Packed
 
     with _Packed(rich[1]) as p:
         jobs, words, tables = decode_plan(p.header, p.index)
@@ -644,7 +637,7 @@ def read_for_llama(path: Path) -> bytes:
 
 
 # Both ways out of a packed file check it: into memory (the index parsed in Python), and for
-# llama.cpp (the index checked in C, straight into a decode plan).
+# llama.cpp (the index checked in C, straight into the decoder's jobs).
 READERS = {"memory": unpack_to_memory, "llama": read_for_llama}
 
 
