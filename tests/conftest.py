@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytest_plugins = ["pack_fixtures"]  # the packed-file fixtures (small, rich, smol_packed) of tests/test_pack_*.py
+
 CACHE = Path(os.environ.get("GGUF_TOOLS_CACHE", Path.home() / ".cache" / "gguf-tools"))
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
