@@ -14,6 +14,7 @@ from pathlib import Path
 
 import gguf
 import pytest
+from conftest import data_file
 from tokenizer_fixtures import (
     FIXTURE_NAMES,
     fixture_config,
@@ -59,7 +60,7 @@ CORPUS = [
     "    indented four\n        indented eight\n\t\ttabbed",
     "zero\u200bwidth non\u00a0breaking ideographic\u3000space",
 ]
-SHARED_TEXT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval.txt"
+SHARED_TEXT = data_file("eval.txt")
 
 
 def corpus_with_specials(spec: TokenizerSpec) -> list[str]:
