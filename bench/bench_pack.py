@@ -159,8 +159,8 @@ def _median_time(fn, repeat: int = 5) -> float:
 def _decode_speeds(packed: Path) -> dict[str, float]:
     """GB/s of the C decoder (CRCs checked) into a reused buffer: wall clock and per CPU-second."""
     from gguf_tools import _huffman
-    from gguf_tools.packed import _Packed
-    from gguf_tools.packed.format import decode_plan
+    from gguf_tools.packed.decode import _Packed
+    from gguf_tools.packed.reference import decode_plan
 
     out: dict[str, float] = {}
     with _Packed(packed) as p:

@@ -40,7 +40,8 @@ with _instrumented:
     from gguf_tools import _huffman
     from gguf_tools import packed as pack_mod
     from gguf_tools.errors import InputError, ResourceError
-    from gguf_tools.packed.codes import DecodeError, code_lengths, decode_ref
+    from gguf_tools.packed import encode as encode_mod
+    from gguf_tools.packed.codes import code_lengths
     from gguf_tools.packed.format import (
         _HEADER,
         HEADER_SIZE,
@@ -52,6 +53,7 @@ with _instrumented:
         crc32c,
         layout_words,
     )
+    from gguf_tools.packed.reference import DecodeError, decode_ref
 
 _DIR = tempfile.mkdtemp(prefix="fuzz_unpack_", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
 _PATH = os.path.join(_DIR, "input.ggpk")
@@ -233,13 +235,13 @@ def _seed_corpus(directory: Path) -> None:
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    saved = pack_mod.RICH_FIELD_MIN, pack_mod.CTX_GROUP_MIN
-    pack_mod.RICH_FIELD_MIN, pack_mod.CTX_GROUP_MIN = 64, 16   # context and palette even on tiny tensors
+    saved = encode_mod.RICH_FIELD_MIN, encode_mod.CTX_GROUP_MIN
+    encode_mod.RICH_FIELD_MIN, encode_mod.CTX_GROUP_MIN = 64, 16   # context and palette even on tiny tensors
     try:
         dst = Path(_DIR) / "seed.ggpk"
         pack_mod.pack(src, dst, chunk_size=340)
     finally:
-        pack_mod.RICH_FIELD_MIN, pack_mod.CTX_GROUP_MIN = saved
+        encode_mod.RICH_FIELD_MIN, encode_mod.CTX_GROUP_MIN = saved
     raw = dst.read_bytes()
     (directory / "seed_file").write_bytes(b"\0" + raw)
     (directory / "seed_fixup").write_bytes(b"\1" + raw)

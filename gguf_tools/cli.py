@@ -144,9 +144,6 @@ def inspect(
         typer.echo(format_text(info))
 
 
-PACKED_SUFFIX = ".ggpk"
-
-
 def _default_output(src: Path, old: str, new: str) -> Path:
     """model.gguf <-> model.ggpk; any other name gets the new suffix added."""
     return src.with_suffix(new) if src.suffix == old else src.with_name(src.name + new)
@@ -160,17 +157,17 @@ def _check_distinct(src: Path, output: Path) -> None:
 @app.command()
 def pack(
     src: Path = typer.Argument(..., help="GGUF file."),
-    output: Path | None = typer.Option(None, "-o", "--output", help=f"Packed file (default: SRC with {PACKED_SUFFIX})."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Packed file (default: SRC with .ggpk)."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="Default: all available cores."),
     smallest: bool = typer.Option(False, "--smallest",
                                   help="Code every field that saves a byte: a little smaller, about twice as slow to load."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Huffman-pack a GGUF file, losslessly: smaller to store and ship, loads directly (docs/packed-format.md)."""
-    from .packed import MIN_SAVING
+    from .packed import MIN_SAVING, SUFFIX
     from .packed import pack as run_pack
 
-    output = output or _default_output(src, ".gguf", PACKED_SUFFIX)
+    output = output or _default_output(src, ".gguf", SUFFIX)
     _check_distinct(src, output)
     stats = run_pack(src, output, threads=threads, min_saving=0.0 if smallest else MIN_SAVING)
     if as_json:
@@ -189,9 +186,10 @@ def unpack(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Restore the original GGUF byte for byte (its sha256 is checked before the file appears)."""
+    from .packed import SUFFIX
     from .packed import unpack as run_unpack
 
-    output = output or _default_output(src, PACKED_SUFFIX, ".gguf")
+    output = output or _default_output(src, SUFFIX, ".gguf")
     _check_distinct(src, output)
     header = run_unpack(src, output, threads=threads)
     if as_json:

@@ -8,8 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytest_plugins = ["pack_fixtures"]  # the packed-file fixtures (small, rich, smol_packed) of tests/test_pack_*.py
+
 CACHE = Path(os.environ.get("GGUF_TOOLS_CACHE", Path.home() / ".cache" / "gguf-tools"))
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def data_file(name: str) -> Path:
+    """A file of the shared test data (texts for evaluation and calibration): in $GGUF_TOOLS_DATA, else in
+    ../shared/data beside the checkout, where bench looks too. It may be absent: callers skip then."""
+    root = os.environ.get("GGUF_TOOLS_DATA")
+    return (Path(root) if root else Path(__file__).resolve().parents[2] / "shared" / "data") / name
 
 
 def smollm2_gguf() -> Path:

@@ -62,22 +62,22 @@ def convert_fails(capsys, src: Path, out: Path, expected_code: int, *words: str)
     assert not [p for p in out.parent.iterdir() if p.name.endswith(".partial")]
 
 
-def test_missing_directory(tmp_path, capsys):
+def test_a_missing_directory_is_exit_3_and_leaves_nothing(tmp_path, capsys):
     convert_fails(capsys, tmp_path / "nope", tmp_path / "o.gguf", 3, "no such model directory")
 
 
-def test_missing_config(tmp_path, capsys):
+def test_a_directory_without_config_json_is_exit_3_and_leaves_nothing(tmp_path, capsys):
     (tmp_path / "m").mkdir()
     convert_fails(capsys, tmp_path / "m", tmp_path / "o.gguf", 3, "config.json not found")
 
 
-def test_missing_weights(tmp_path, capsys):
+def test_a_checkpoint_without_weights_is_exit_3_and_leaves_nothing(tmp_path, capsys):
     src = make_checkpoint(tmp_path / "m")
     (src / "model.safetensors").unlink()
     convert_fails(capsys, src, tmp_path / "o.gguf", 3, "no weights found")
 
 
-def test_pickled_weights_need_explicit_permission(tmp_path, capsys):
+def test_pickled_weights_are_exit_3_without_explicit_permission(tmp_path, capsys):
     src = make_checkpoint(tmp_path / "m")
     (src / "model.safetensors").unlink()
     (src / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
@@ -99,7 +99,7 @@ def test_pickled_weights_need_explicit_permission(tmp_path, capsys):
         ("bad_shape", "invalid shape"),
     ],
 )
-def test_hostile_safetensors_header(tmp_path, capsys, case, words):
+def test_a_hostile_safetensors_header_is_one_error_line_exit_3_and_leaves_nothing(tmp_path, capsys, case, words):
     src = make_checkpoint(tmp_path / "m")
     st = src / "model.safetensors"
     t = {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}
@@ -126,7 +126,7 @@ def test_hostile_safetensors_header(tmp_path, capsys, case, words):
     convert_fails(capsys, src, tmp_path / "o.gguf", 3, "model.safetensors", words)
 
 
-def test_tensor_missing_from_sharded_index(tmp_path, capsys):
+def test_a_tensor_missing_from_its_sharded_index_is_exit_3_naming_it(tmp_path, capsys):
     src = make_checkpoint(tmp_path / "m")
     (src / "model.safetensors").rename(src / "model-00001-of-00001.safetensors")
     index = {"weight_map": {"model.embed_tokens.weight": "model-00001-of-00001.safetensors",
@@ -135,7 +135,7 @@ def test_tensor_missing_from_sharded_index(tmp_path, capsys):
     convert_fails(capsys, src, tmp_path / "o.gguf", 3, "down_proj", "not present")
 
 
-def test_missing_shard(tmp_path, capsys):
+def test_a_missing_shard_is_exit_3_and_leaves_nothing(tmp_path, capsys):
     src = make_checkpoint(tmp_path / "m")
     index = {"weight_map": {"model.norm.weight": "model-00002-of-00002.safetensors"}}
     (src / "model.safetensors.index.json").write_text(json.dumps(index))
@@ -143,13 +143,13 @@ def test_missing_shard(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("payload, words", [(b"{\"architectures\": [", "not valid JSON"), (b"\xff\xfe{}", "not UTF-8"), (b"[1, 2]", "not a JSON object")])
-def test_malformed_config(tmp_path, capsys, payload, words):
+def test_a_malformed_config_json_is_exit_3_saying_what_is_wrong(tmp_path, capsys, payload, words):
     src = make_checkpoint(tmp_path / "m")
     (src / "config.json").write_bytes(payload)
     convert_fails(capsys, src, tmp_path / "o.gguf", 3, "config.json", words)
 
 
-def test_unsupported_architecture_names_the_supported_ones(tmp_path, capsys):
+def test_an_unsupported_architecture_is_exit_4_naming_the_supported_ones(tmp_path, capsys):
     src = make_checkpoint(tmp_path / "m", {**CONFIG, "architectures": ["GPTBigCodeForCausalLM"]})
     convert_fails(capsys, src, tmp_path / "o.gguf", 4, "GPTBigCodeForCausalLM", "LlamaForCausalLM", "Qwen3ForCausalLM")
 
@@ -159,7 +159,7 @@ def good_model(tmp_path_factory):
     return build_tiny_model("smollm2", tmp_path_factory.mktemp("good"))
 
 
-def test_unwritable_output_directory(tmp_path, capsys, good_model):
+def test_an_unwritable_output_directory_is_exit_5_and_leaves_nothing(tmp_path, capsys, good_model):
     if os.geteuid() == 0:
         out_dir = tmp_path / "missing" / "dir"
         convert_fails_at = out_dir / "o.gguf"
@@ -172,12 +172,12 @@ def test_unwritable_output_directory(tmp_path, capsys, good_model):
     convert_fails(capsys, good_model, ro / "o.gguf", 5, "not writable")
 
 
-def test_output_path_is_a_directory(tmp_path, capsys, good_model):
+def test_an_output_path_that_is_a_directory_is_exit_5(tmp_path, capsys, good_model):
     code, err = run_cli(capsys, "convert", str(good_model), "-o", str(tmp_path), "--no-progress")
     assert_one_line_error(code, err, 5, "is a directory")
 
 
-def test_full_disk_is_refused_before_writing(tmp_path, capsys, good_model):
+def test_a_full_disk_is_exit_5_before_anything_is_written(tmp_path, capsys, good_model):
     mnt = tmp_path / "small"
     mnt.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mnt)], capture_output=True).returncode:
@@ -188,7 +188,7 @@ def test_full_disk_is_refused_before_writing(tmp_path, capsys, good_model):
         subprocess.run(["umount", str(mnt)], check=False)
 
 
-def test_existing_output_is_kept_when_conversion_fails(tmp_path, capsys):
+def test_an_existing_output_is_kept_when_conversion_fails(tmp_path, capsys):
     src = make_checkpoint(tmp_path / "m", {**CONFIG, "architectures": ["Nope"]})
     out = tmp_path / "o.gguf"
     out.write_bytes(b"precious")
@@ -197,13 +197,13 @@ def test_existing_output_is_kept_when_conversion_fails(tmp_path, capsys):
     assert out.read_bytes() == b"precious"
 
 
-def test_json_errors_for_scripts(tmp_path, capsys):
+def test_with_json_an_error_is_a_json_object_carrying_the_exit_code(tmp_path, capsys):
     code = main(["convert", str(tmp_path / "nope"), "-o", str(tmp_path / "o.gguf"), "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 3 and out["exit_code"] == 3 and "no such model directory" in out["error"]
 
 
-def test_inspect_rejects_non_gguf(tmp_path, capsys):
+def test_inspecting_a_non_gguf_file_is_one_error_line_exit_3(tmp_path, capsys):
     bad = tmp_path / "x.gguf"
     bad.write_bytes(b"GGUF" + b"\xff" * 20)
     code, err = run_cli(capsys, "inspect", str(bad))
@@ -213,7 +213,7 @@ def test_inspect_rejects_non_gguf(tmp_path, capsys):
     assert_one_line_error(code, err, 3, "not a GGUF file")
 
 
-def test_checkpoint_missing_a_layer_tensor(tmp_path, capsys, good_model):
+def test_a_checkpoint_missing_a_layer_tensor_is_exit_3_naming_it(tmp_path, capsys, good_model):
     import shutil
 
     from gguf_tools.hf.safetensors import SafetensorsFile

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import llama_logits
+from conftest import data_file, llama_logits
 from plan_fixtures import FIXTURES, f16_gguf, source_gguf
 
 from gguf_tools.engine.transformer import Engine
 from gguf_tools.requantize import quantize_gguf
 
-TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval.txt"
+TEXT = data_file("eval.txt")
 POSITIONS = 512
 
 pytestmark = pytest.mark.slow
@@ -56,7 +56,7 @@ def eval_tokens(path: Path) -> list[int]:
     from gguf_tools.imatrix.collect import tokenize
 
     if not TEXT.exists():
-        pytest.skip("shared/data/eval.txt not present")
+        pytest.skip(f"{TEXT} not present")
     tokens, _bos = tokenize(path, TEXT.read_text(encoding="utf-8")[:20000])
     assert len(tokens) >= POSITIONS
     return tokens[:POSITIONS]

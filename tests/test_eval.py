@@ -2,21 +2,21 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from conftest import data_file
 from plan_fixtures import f16_gguf, source_gguf
 
 from gguf_runtime.evaluate import evaluate
 from gguf_tools.cli import main
 
-TEXT = (Path(__file__).resolve().parents[2] / "shared" / "data" / "eval.txt")
+TEXT = data_file("eval.txt")
 
 
 @pytest.fixture(scope="module")
 def text() -> str:
     if not TEXT.exists():
-        pytest.skip("shared/data/eval.txt not present")
+        pytest.skip(f"{TEXT} not present")
     return TEXT.read_text(encoding="utf-8")[:20000]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
+from conftest import data_file
 from tiny_models import LAYERS, build_tiny_model
 
 from gguf_tools.cli import main
@@ -24,7 +25,7 @@ from gguf_tools.imatrix.file import load_imatrix
 from gguf_tools.inspection import open_gguf
 from gguf_tools.quantize import ggml_lib
 
-CALIBRATION = Path(__file__).resolve().parents[2] / "shared" / "data" / "calibration.txt"
+CALIBRATION = data_file("calibration.txt")
 CTX, CHUNKS = 32, 3
 MATRICES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 
@@ -40,7 +41,7 @@ def model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def text() -> str:
     if not CALIBRATION.exists():
-        pytest.skip("shared/data/calibration.txt not present")
+        pytest.skip(f"{CALIBRATION} not present")
     return CALIBRATION.read_text(encoding="utf-8")[:4000]
 
 
@@ -246,9 +247,9 @@ def test_an_imatrix_collected_on_calibration_text_improves_q4_k_m_on_eval_text(t
     from gguf_runtime.evaluate import evaluate
     from gguf_tools.requantize import quantize_gguf
 
-    eval_text = CALIBRATION.with_name("eval.txt")
+    eval_text = data_file("eval.txt")
     if not CALIBRATION.exists() or not eval_text.exists():
-        pytest.skip("shared/data texts not present")
+        pytest.skip(f"{CALIBRATION} or {eval_text} not present")
     im = tmp_path / "imatrix.gguf"
     collect_imatrix(source_gguf("smollm2"), CALIBRATION.read_text(encoding="utf-8"), im, chunks=4, threads=2)
     ref = f16_gguf("smollm2")

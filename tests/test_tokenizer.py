@@ -14,6 +14,7 @@ from pathlib import Path
 
 import gguf
 import pytest
+from conftest import data_file
 from tokenizer_fixtures import (
     FIXTURE_NAMES,
     fixture_config,
@@ -26,11 +27,8 @@ from tokenizer_fixtures import (
 from gguf_tools.errors import InputError, UnsupportedError
 from gguf_tools.tokenizer import (
     CHK_TXT,
-    CONTROL,
-    NORMAL,
     PRE_HASHES,
     PRE_NAMES,
-    USER_DEFINED,
     TokenizerSpec,
     add_tokenizer_metadata,
     load_tokenizer,
@@ -62,7 +60,7 @@ CORPUS = [
     "    indented four\n        indented eight\n\t\ttabbed",
     "zero\u200bwidth non\u00a0breaking ideographic\u3000space",
 ]
-SHARED_TEXT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval.txt"
+SHARED_TEXT = data_file("eval.txt")
 
 
 def corpus_with_specials(spec: TokenizerSpec) -> list[str]:
@@ -70,7 +68,8 @@ def corpus_with_specials(spec: TokenizerSpec) -> list[str]:
     if SHARED_TEXT.is_file():
         text = SHARED_TEXT.read_text(encoding="utf-8")[:4000]
         texts += [text[i:i + 1000] for i in range(0, len(text), 1000)]
-    inline = [t for t, k in zip(spec.tokens, spec.token_types) if k in (CONTROL, USER_DEFINED) and t.strip()][:8]
+    inline = [t for t, k in zip(spec.tokens, spec.token_types)
+              if k in (gguf.TokenType.CONTROL, gguf.TokenType.USER_DEFINED) and t.strip()][:8]
     for a, b in zip(inline, inline[1:] + inline[:1]):
         texts.append(f"{a}user\nHi there {b} text{a}\n {b} ")
     return texts
@@ -195,7 +194,7 @@ def test_special_ids_match_the_source_gguf(converted):
 def test_spm_user_defined_whitespace_tokens_are_matched_on_raw_text(converted):
     c = converted("gemma3")
     four = c.spec.tokens.index("    ")
-    assert c.spec.token_types[four] == USER_DEFINED
+    assert c.spec.token_types[four] == gguf.TokenType.USER_DEFINED
     assert c.llama("a    b").count(four) == 1
 
 
@@ -504,7 +503,7 @@ def test_sentencepiece_round_trip_keeps_pieces_scores_and_types(converted):
     assert c.spec.tokens == fields["tokenizer.ggml.tokens"].contents()
     assert c.spec.scores == fields["tokenizer.ggml.scores"].contents()
     assert c.spec.token_types == fields["tokenizer.ggml.token_type"].contents()
-    assert c.spec.token_types[3] == gguf.TokenType.BYTE and c.spec.token_types[500] == NORMAL
+    assert c.spec.token_types[3] == gguf.TokenType.BYTE and c.spec.token_types[500] == gguf.TokenType.NORMAL
 
 
 def test_nothing_in_the_model_directory_is_executed(tmp_path):

@@ -98,8 +98,9 @@ def vocab_test_vectors(name: str) -> list[tuple[str, list[int]]] | None:
 
 def _key(name: str, src: Path) -> str:
     h = hashlib.sha256()
-    for module in (_tokenizer_mod, _export_mod):
-        h.update(Path(module.__file__).read_bytes())
+    sources = sorted(Path(_tokenizer_mod.__file__).parent.glob("*.py")) + [Path(_export_mod.__file__)]
+    for source in sources:
+        h.update(source.name.encode() + b"\0" + source.read_bytes())
     h.update(Path(__file__).read_bytes())
     st = src.stat()
     h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())

@@ -24,21 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import gguf
+from gguf import TokenType
 
 from ..errors import InputError, OutputError, UnsupportedError
 from ..files import atomic_output
-from ..tokenizer import (
-    BYTE,
-    CONTROL,
-    NORMAL,
-    PRE_NAMES,
-    SPACE_MARK,
-    TOKEN_TYPES,
-    UNKNOWN,
-    UNUSED,
-    USER_DEFINED,
-    hf_pre_tokenizer,
-)
+from ..tokenizer import PRE_NAMES, SPACE_MARK, TOKEN_TYPES, hf_pre_tokenizer
 
 _BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")
 
@@ -122,11 +112,11 @@ def _read_metadata(reader: gguf.GGUFReader) -> dict:
         raise InputError("GGUF file has no tokenizer.ggml.tokens")
     n = len(tokens)
     tokens = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(tokens)]  # as llama.cpp names them
-    types = _array(reader, K.TOKEN_TYPE, _INTS) or [NORMAL] * n
+    types = _array(reader, K.TOKEN_TYPE, _INTS) or [TokenType.NORMAL] * n
     scores = _array(reader, K.SCORES, (gguf.GGUFValueType.FLOAT32, gguf.GGUFValueType.INT32))
     if len(types) != n or (scores is not None and len(scores) != n):
         raise InputError(f"GGUF token types/scores do not match the {n} tokens")
-    types = [int(t) if int(t) in TOKEN_TYPES else NORMAL for t in types]
+    types = [int(t) if int(t) in TOKEN_TYPES else TokenType.NORMAL for t in types]
     if len(set(tokens)) != n:
         raise InputError("GGUF vocabulary has duplicate tokens")
     meta: dict[str, Any] = {"model": model, "tokens": tokens, "types": types,
@@ -184,7 +174,7 @@ def _rstrip_ids(meta: dict) -> set[int]:
         return set()
     keep = {"<unk>", "<s>", "<|endoftext|>"}
     return {i for i, (t, k) in enumerate(zip(meta["tokens"], meta["types"]))
-            if (k in (CONTROL, USER_DEFINED, UNKNOWN) or t == "</s>") and t not in keep}
+            if (k in (TokenType.CONTROL, TokenType.USER_DEFINED, TokenType.UNKNOWN) or t == "</s>") and t not in keep}
 
 
 def _added_tokens(meta: dict) -> list[dict]:
@@ -192,9 +182,9 @@ def _added_tokens(meta: dict) -> list[dict]:
     rstrip = _rstrip_ids(meta)
     return [
         {"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": i in rstrip,
-         "normalized": False, "special": k != USER_DEFINED}
+         "normalized": False, "special": k != TokenType.USER_DEFINED}
         for i, (t, k) in enumerate(zip(meta["tokens"], meta["types"]))
-        if k in (CONTROL, USER_DEFINED, UNKNOWN)
+        if k in (TokenType.CONTROL, TokenType.USER_DEFINED, TokenType.UNKNOWN)
     ]
 
 
@@ -252,7 +242,7 @@ def _byte_level_json(meta: dict) -> dict:
 def sentencepiece_merges(tokens: list[str], scores: list[float], types: list[int]) -> list[list[str]]:
     """BPE merges equivalent to llama.cpp's SentencePiece loop: every way to build a token from two
     tokens, best score first. Tokens matched whole in the text (control, user-defined) take no part."""
-    mergeable = {t: i for i, (t, k) in enumerate(zip(tokens, types)) if k in (NORMAL, UNUSED)}
+    mergeable = {t: i for i, (t, k) in enumerate(zip(tokens, types)) if k in (TokenType.NORMAL, TokenType.UNUSED)}
     found = []
     for t, i in mergeable.items():
         for cut in range(1, len(t)):
@@ -265,7 +255,7 @@ def sentencepiece_merges(tokens: list[str], scores: list[float], types: list[int
 
 def _sentencepiece_json(meta: dict) -> dict:
     tokens, types = meta["tokens"], meta["types"]
-    byte_fallback = sum(1 for t, k in zip(tokens, types) if k == BYTE and _BYTE_PIECE.fullmatch(t)) == 256
+    byte_fallback = sum(1 for t, k in zip(tokens, types) if k == TokenType.BYTE and _BYTE_PIECE.fullmatch(t)) == 256
     replace_space = {"type": "Replace", "pattern": {"String": " "}, "content": SPACE_MARK}
     if meta["add_space_prefix"]:
         normalizer = {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": SPACE_MARK}, replace_space]}
@@ -335,15 +325,15 @@ def sentencepiece_model(meta: dict) -> bytes:
     n_bytes = 0
     for i, (t, k, s) in enumerate(zip(tokens, types, scores)):
         if i == unk:
-            k = UNKNOWN
-        elif k == UNKNOWN:
-            k = CONTROL
-        elif k == BYTE:
+            k = TokenType.UNKNOWN
+        elif k == TokenType.UNKNOWN:
+            k = TokenType.CONTROL
+        elif k == TokenType.BYTE:
             if _BYTE_PIECE.fullmatch(t):
                 n_bytes += 1
             else:
-                k = NORMAL
-        elif k == USER_DEFINED:
+                k = TokenType.NORMAL
+        elif k == TokenType.USER_DEFINED:
             t = t.replace(" ", SPACE_MARK)  # SentencePiece matches user symbols on escaped text
         pieces += _pb_bytes(1, _pb_bytes(1, t.encode("utf-8")) + _pb_float(2, s) + _pb_int(3, k))
     trainer = _pb_int(3, 2) + _pb_int(4, len(tokens))
@@ -352,7 +342,7 @@ def sentencepiece_model(meta: dict) -> bytes:
     trainer += _pb_int(40, unk) + _pb_bytes(45, tokens[unk].encode("utf-8"))
     for number, piece_number, key in ((41, 46, "bos"), (42, 47, "eos"), (43, 48, "pad")):
         v = meta[key]
-        if v is not None and types[v] in (CONTROL, UNKNOWN) and v != unk:
+        if v is not None and types[v] in (TokenType.CONTROL, TokenType.UNKNOWN) and v != unk:
             trainer += _pb_int(number, v) + _pb_bytes(piece_number, tokens[v].encode("utf-8"))
         else:
             trainer += _pb_int(number, -1)

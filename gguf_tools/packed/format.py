@@ -1,6 +1,7 @@
 """The packed-GGUF container: fixed header, index, block-field layouts, and their validation.
 
-docs/packed-format.md is the specification; this module is its one implementation. Parsing treats
+docs/packed-format.md is the specification; this module is its Python implementation (native/huffman.c
+checks the index again, by the same rules, when it builds the decoder's jobs). Parsing treats
 the file as hostile: every count, size and offset is checked against caps and the bytes present
 before anything is allocated, and each failure is one InputError line.
 """
@@ -410,21 +411,3 @@ def layout_words(block_size: int, fields) -> list[int]:
         for a, n in f.runs:
             words += [a, n]
     return words
-
-
-def decode_plan(header: FixedHeader, index: PackIndex) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The flat arrays the C decoder (and the reference decoder) take: jobs, layout words, tables."""
-    words: list[int] = []
-    starts = np.empty(len(index.sections), dtype=np.int64)
-    for si, s in enumerate(index.sections):
-        starts[si] = len(words)
-        words += layout_words(s.block_size, s.fields)
-    c = index.chunks
-    jobs = np.empty((len(c), 6), dtype=np.int64)
-    jobs[:, 0] = c["packed_offset"].astype(np.int64)
-    jobs[:, 1] = c["packed_size"]
-    jobs[:, 3] = c["orig_size"]
-    jobs[:, 2] = header.prefix_size + np.concatenate(([0], np.cumsum(jobs[:-1, 3]))) if len(c) else 0
-    jobs[:, 4] = c["crc"]
-    jobs[:, 5] = starts[c["section"].astype(np.int64)] if len(c) else 0
-    return jobs, np.asarray(words, dtype=np.int32), np.ascontiguousarray(index.tables)
