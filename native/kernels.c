@@ -132,18 +132,16 @@ static void act_q256_scalar(const float *x, size_t n, int8_t *q, float *d, int16
 #define ARM_DOT(name) NULL
 #endif
 
-#define TYPE(tid, name, blck, bytes, act) \
-    {tid, blck, bytes, act, {deq_##name##_scalar, X86_DEQ(name), ARM_DEQ(name)}, \
+#define TYPE(T, name, act) \
+    {GGML_TYPE_##T, GGML_BLCK_##T, GGML_BYTES_##T, act, {deq_##name##_scalar, X86_DEQ(name), ARM_DEQ(name)}, \
      {dot_##name##_scalar, X86_DOT(name), ARM_DOT(name)}}
 
 static const tinfo TYPES[] = {
-    TYPE(T_F32, f32, 1, 4, ACT_F32),       TYPE(T_F16, f16, 1, 2, ACT_F32),
-    TYPE(T_BF16, bf16, 1, 2, ACT_F32),     TYPE(T_Q4_0, q4_0, 32, 18, ACT_Q32),
-    TYPE(T_Q4_1, q4_1, 32, 20, ACT_Q32),   TYPE(T_Q5_0, q5_0, 32, 22, ACT_Q32),
-    TYPE(T_Q5_1, q5_1, 32, 24, ACT_Q32),   TYPE(T_Q8_0, q8_0, 32, 34, ACT_Q32),
-    TYPE(T_Q2_K, q2_k, 256, 84, ACT_Q256), TYPE(T_Q3_K, q3_k, 256, 110, ACT_Q256),
-    TYPE(T_Q4_K, q4_k, 256, 144, ACT_Q256), TYPE(T_Q5_K, q5_k, 256, 176, ACT_Q256),
-    TYPE(T_Q6_K, q6_k, 256, 210, ACT_Q256),
+    TYPE(F32, f32, ACT_F32),    TYPE(F16, f16, ACT_F32),    TYPE(BF16, bf16, ACT_F32),
+    TYPE(Q4_0, q4_0, ACT_Q32),  TYPE(Q4_1, q4_1, ACT_Q32),  TYPE(Q5_0, q5_0, ACT_Q32),
+    TYPE(Q5_1, q5_1, ACT_Q32),  TYPE(Q8_0, q8_0, ACT_Q32),  TYPE(Q2_K, q2_k, ACT_Q256),
+    TYPE(Q3_K, q3_k, ACT_Q256), TYPE(Q4_K, q4_k, ACT_Q256), TYPE(Q5_K, q5_k, ACT_Q256),
+    TYPE(Q6_K, q6_k, ACT_Q256),
 };
 
 static const tinfo *find_type(int id) {

@@ -35,7 +35,7 @@ KALWAYS void dot_float_neon_impl(int kind, size_t n, const uint8_t *w, const act
         for (; i < n; i++) {
             float wv;
             if (kind == 0) memcpy(&wv, w + 4 * i, 4);
-            else wv = kind == 1 ? half_to_float(rd16(w + 2 * i)) : bf16_to_float(rd16(w + 2 * i));
+            else wv = kind == 1 ? fp16_to_fp32(rd16(w + 2 * i)) : bf16_to_fp32(rd16(w + 2 * i));
             t += wv * x[i];
         }
         y[k * ys] = t;

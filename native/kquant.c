@@ -72,13 +72,13 @@ static kq_group_fn kq_pick_group_fn(const char **name) {
 /* stored form of lane k's parameters -> bytes */
 static void kq_emit(int type, const kq_params *p, int k, int blk, uint8_t *dst) {
     uint8_t sc[16], mn[16], L[256];
-    const uint16_t dh = kq_f32_to_f16(p->d[k]), mh = kq_f32_to_f16(p->dmin[k]);
+    const uint16_t dh = fp32_to_fp16(p->d[k]), mh = fp32_to_fp16(p->dmin[k]);
     for (int j = 0; j < 16; ++j) {
         const int s = (int)p->sc[j][k], m = (int)p->mn[j][k];
-        sc[j] = type == KQ_Q3_K ? (uint8_t)(s + 32) : (uint8_t)(int8_t)s;
+        sc[j] = type == GGML_TYPE_Q3_K ? (uint8_t)(s + 32) : (uint8_t)(int8_t)s;
         mn[j] = (uint8_t)m;
     }
-    const int off = type == KQ_Q3_K ? 4 : type == KQ_Q6_K ? 32 : type == KQ_Q4_0 ? 8 : type == KQ_Q5_0 ? 16 : 0;
+    const int off = type == GGML_TYPE_Q3_K ? 4 : type == GGML_TYPE_Q6_K ? 32 : type == GGML_TYPE_Q4_0 ? 8 : type == GGML_TYPE_Q5_0 ? 16 : 0;
     for (int i = 0; i < blk; ++i) L[i] = (uint8_t)(int8_t)((int)p->L[i][k] + off);
     kq_pack(type, dst, dh, mh, sc, mn, L);
 }
@@ -99,13 +99,13 @@ typedef struct {
 } kq_scratch;
 
 static void kq_run_job(kq_job *j) {
-    const kq_type_info *ti = kq_info(j->type);
-    const int64_t bpr = j->n / ti->block, row_bytes = bpr * ti->bytes;
+    const ggml_type_info *ti = kq_info(j->type);
+    const int64_t bpr = j->n / ti->blck, row_bytes = bpr * ti->bytes;
     if (j->mode == 1) {
         for (int64_t r = j->begin; r < j->end; ++r) g_row(j->type, j->src + r * j->n, j->weights, j->dst + r * row_bytes, j->n);
         return;
     }
-    const int blk = ti->block;
+    const int blk = ti->blck;
     void *raw = malloc(sizeof(kq_scratch) + 64);
     if (!raw) {
         j->failed = 1;
@@ -157,7 +157,7 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*w*niOii", &src, &dst, &n_per_row, &type, &weights, &mode, &threads)) return NULL;
     int have_w = 0;
     PyObject *ret = NULL;
-    const kq_type_info *ti = kq_info(type);
+    const ggml_type_info *ti = kq_info(type);
     if (!ti) {
         PyErr_Format(PyExc_ValueError, "unsupported quantization type %d", type);
         goto done;
@@ -166,8 +166,8 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "mode must be 0 (search), 1 (ggml) or 2 (wide search)");
         goto done;
     }
-    if (n_per_row <= 0 || n_per_row % ti->block || n_per_row > ((Py_ssize_t)1 << 40)) {
-        PyErr_Format(PyExc_ValueError, "row length %zd is not a positive multiple of %d", n_per_row, ti->block);
+    if (n_per_row <= 0 || n_per_row % ti->blck || n_per_row > ((Py_ssize_t)1 << 40)) {
+        PyErr_Format(PyExc_ValueError, "row length %zd is not a positive multiple of %d", n_per_row, ti->blck);
         goto done;
     }
     const Py_ssize_t row_in = n_per_row * (Py_ssize_t)sizeof(float);
@@ -176,7 +176,7 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
         goto done;
     }
     const int64_t rows = src.len / row_in;
-    const int64_t row_bytes = (int64_t)(n_per_row / ti->block) * ti->bytes;
+    const int64_t row_bytes = (int64_t)(n_per_row / ti->blck) * ti->bytes;
     if (dst.len != rows * row_bytes) {
         PyErr_SetString(PyExc_ValueError, "destination size does not match rows * row_bytes");
         goto done;
@@ -194,7 +194,7 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
         goto done;
     }
     {
-        const int64_t units = mode == 1 ? rows : (rows * (n_per_row / ti->block) + NL - 1) / NL;
+        const int64_t units = mode == 1 ? rows : (rows * (n_per_row / ti->blck) + NL - 1) / NL;
         int nt = threads < 1 ? 1 : threads;
         if (nt > 256) nt = 256;
         if (nt > units) nt = units > 0 ? (int)units : 1;
