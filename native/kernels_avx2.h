@@ -8,11 +8,11 @@
 #ifndef GGUF_KERNELS_AVX2_H
 #define GGUF_KERNELS_AVX2_H
 
-#if defined(__x86_64__) || defined(_M_X64)
-#define KERNELS_HAVE_X86 1
-#include <immintrin.h>
-
+#include "simd.h"
 #include "kernels_scalar.h"
+
+#if defined(SIMD_ON_X86)
+#include <immintrin.h>
 
 #define T2 __attribute__((target("avx2,fma,f16c")))
 #define K2 static inline __attribute__((always_inline, target("avx2,fma,f16c")))

@@ -536,7 +536,8 @@ static void g_row_legacy(int type, const float *x, const float *qw, uint8_t *out
                 kq_pack(type, out, g_h(d), 0, NULL, NULL, L);
             } else {
                 float min;
-                const float d = g_make_qkx(32, type == GGML_TYPE_Q4_1 ? 15 : 31, x, w32, L, &min, Laux, -0.9f, 0.05f, 36, 0);
+                const int nmax = type == GGML_TYPE_Q4_1 ? 15 : 31;
+                const float d = g_make_qkx(32, nmax, x, w32, L, &min, Laux, -0.9f, 0.05f, 36, 0);
                 kq_pack(type, out, g_h(d), g_h(-min), NULL, NULL, L);
             }
         }

@@ -33,7 +33,8 @@ static kq_cfg kq_config(int type, int wide) {
         c = (kq_cfg){{{-0.5f, 0.25f, 5}}, 1, 1, 0};
         return c;
     }
-    if (!wide && (type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q5_0 || type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1)) {
+    if (!wide &&
+        (type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q5_0 || type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1)) {
         c = (kq_cfg){KQ_GRID_NARROW, 1, 0};
         return c;
     }
@@ -419,7 +420,8 @@ static void S(q2_polish)(const vf *X, const vf *W, vf *dp, vf dmin, vf *sc, vf *
 }
 
 static void S(k_affine)(int type, const vf *X, const vf *W, kq_params *p) {
-    const int n = type == GGML_TYPE_Q2_K ? 16 : 32, nmax = type == GGML_TYPE_Q2_K ? 3 : (type == GGML_TYPE_Q4_K ? 15 : 31);
+    const int n = type == GGML_TYPE_Q2_K ? 16 : 32;
+    const int nmax = type == GGML_TYPE_Q2_K ? 3 : (type == GGML_TYPE_Q4_K ? 15 : 31);
     const int cmax = type == GGML_TYPE_Q2_K ? 15 : 63, nsub = 256 / n;
     const vf V0 = S(splat)(0.0f), VNMAX = S(splat)((float)nmax), VCMAX = S(splat)((float)cmax);
     const kq_cfg cfg = kq_config(type, p->wide);
@@ -583,7 +585,8 @@ static void S(q3_polish)(const vf *X, const vf *W, vf *dp, vf *sc, vf *L) {
 }
 
 static void S(k_sym)(int type, const vf *X, const vf *W, kq_params *p) {
-    const int nh = type == GGML_TYPE_Q3_K ? 4 : 32, cmin = type == GGML_TYPE_Q3_K ? -32 : -128, cmax = type == GGML_TYPE_Q3_K ? 31 : 127;
+    const int q3 = type == GGML_TYPE_Q3_K;
+    const int nh = q3 ? 4 : 32, cmin = q3 ? -32 : -128, cmax = q3 ? 31 : 127;
     const vf VLO = S(splat)((float)-nh), VHI = S(splat)((float)(nh - 1));
     const vf VCMIN = S(splat)((float)cmin), VCMAX = S(splat)((float)cmax);
     const kq_cfg cfg = kq_config(type, p->wide);
