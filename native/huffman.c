@@ -3,7 +3,7 @@
  * Module glue only; the parts are headers, as in kernels.c:
  *   huffman_common.h  limits, byte helpers, block layouts, canonical codes
  *   huffman_crc32c.h  CRC-32C, software and hardware
- *   huffman_decode.h  decode tables, stream and chunk decoding on pool.h's threads
+ *   huffman_decode.h  decode tables, stream and chunk decoding on threads (pool.h)
  *   huffman_index.h   plan(): the index checked and turned into a decode plan in C
  *   huffman_encode.h  encode_chunk() and the encoder's histograms
  *   gguf_strings.h    skip_strings(), a GGUF header helper exported here for gguf_file/header.py
@@ -166,7 +166,6 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_huffman",
 
 PyMODINIT_FUNC PyInit__huffman(void) {
     simd_init();
-    pool_init();
     crc_init();
     rev_init();
     dispatch_init();

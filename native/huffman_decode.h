@@ -1,7 +1,8 @@
 /* Decoding chunks of a packed GGUF file: table-driven, up to two symbols per 12-bit lookup, four
  * interleaved bit streams per coded group so the lookups of one stream hide the latency of the
- * others, chunks spread over pool.h's threads. Everything read is bounds-checked here again,
- * even though the index was validated: this code never trusts its input.
+ * others, chunks spread over threads created per call (pool.h). Everything read is
+ * bounds-checked here again, even though the index was validated: this code never trusts its
+ * input.
  *
  * A decode plan (built by plan(), huffman_index.h) is three flat arrays:
  *   jobs    int64[n][6]: src_off, src_len, dst_off, dst_len, crc32c, layout word offset
@@ -473,7 +474,7 @@ static const char *decode_chunk(dec_ctx *c, dec_thread *t, Py_ssize_t j) {
     return NULL;
 }
 
-/* One pool thread: its own scratch and table cache, chunks taken one at a time from c->next. */
+/* One decoding thread: its own scratch and table cache, chunks taken one at a time from c->next. */
 static void dec_worker(void *arg, int tid, int nth) {
     (void)tid;
     (void)nth;
@@ -515,12 +516,13 @@ static void dec_worker(void *arg, int tid, int nth) {
     }
 }
 
-/* Decode every chunk of c on up to `threads` pool threads. Call with the GIL released. */
+/* Decode every chunk of c on up to `threads` threads. Call with the GIL released. Fresh threads,
+ * not the persistent pool: they must inherit the caller's priority (see pool_run_fresh). */
 static void decode_chunks(dec_ctx *c, int threads) {
     if (threads < 1) threads = 1;
     if (threads > POOL_MAX_THREADS) threads = POOL_MAX_THREADS;
     if (threads > c->njobs) threads = c->njobs > 0 ? (int)c->njobs : 1;
-    pool_run(dec_worker, c, threads);
+    pool_run_fresh(dec_worker, c, threads);
 }
 
 #endif

@@ -8,6 +8,13 @@
  * and other callers wait for it. Work inside fn is usually taken from a shared atomic counter in
  * small grabs, so a core that another process is using slows its own grabs only.
  *
+ * pool_run_fresh(fn, ctx, nth) runs the same kind of task on threads created for the call and
+ * joined before it returns. It is for work whose caller sets the priority: Linux nice values are
+ * per thread and inherited at creation, and an unprivileged thread cannot lower its nice value
+ * again, so persistent workers would carry one caller's background priority into another's
+ * foreground work (or ignore it). packed/__init__.py's Unpacking decodes below the model loader's
+ * priority this way; a thread creation costs microseconds against chunks that take milliseconds.
+ *
  * Call pool_init() once from the module's init function (it re-arms the pool in a forked child).
  */
 #ifndef GGUF_POOL_H
@@ -150,6 +157,40 @@ static void pool_run(pool_fn fn, void *ctx, int nth) {
         }
     }
     pthread_mutex_unlock(&pool.call);
+}
+
+typedef struct {
+    pool_fn fn;
+    void *ctx;
+    int tid, nth;
+} pool_fresh_arg;
+
+static void *pool_fresh_main(void *arg) {
+    const pool_fresh_arg *a = arg;
+    a->fn(a->ctx, a->tid, a->nth);
+    return NULL;
+}
+
+/* Run fn on nth threads created for this call (the caller is thread 0); a thread that cannot be
+ * started has its share run by the caller afterwards. Call with the GIL released. */
+static void pool_run_fresh(pool_fn fn, void *ctx, int nth) {
+    if (nth > POOL_MAX_THREADS) nth = POOL_MAX_THREADS;
+    if (nth <= 1) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    pthread_t t[POOL_MAX_THREADS];
+    pool_fresh_arg args[POOL_MAX_THREADS];
+    int started[POOL_MAX_THREADS];
+    for (int i = 1; i < nth; i++) {
+        args[i] = (pool_fresh_arg){fn, ctx, i, nth};
+        started[i] = pthread_create(&t[i], NULL, pool_fresh_main, &args[i]) == 0;
+    }
+    fn(ctx, 0, nth);
+    for (int i = 1; i < nth; i++) {
+        if (started[i]) pthread_join(t[i], NULL);
+        else fn(ctx, i, nth);
+    }
 }
 
 #endif

@@ -1,7 +1,7 @@
 """Huffman code construction, and a pure-Python reference decoder for differential tests.
 
 The reference follows docs/packed-format.md literally (bit by bit, canonical codes, the same
-checks in the same order as native/huffman.c) and shares no code with the C decoder, so the two
+checks in the same order as native/huffman_decode.h) and shares no code with the C decoder, so the two
 agreeing on many random and real streams is evidence that both follow the specification.
 """
 from __future__ import annotations
