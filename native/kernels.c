@@ -1,24 +1,24 @@
 /* gguf_tools._kernels: block dequantization and dequant-matmul straight from ggml blocks.
  *
- * Python-facing functions (gguf_tools/kernels.py validates and shapes; this file re-checks every
- * size, because it is the one that reads memory):
+ * Python-facing functions (gguf_tools/engine/kernels.py validates and shapes; this file
+ * re-checks every size, because it is the one that reads memory):
  *   dequantize(type_id, data, n_rows, n_cols, out, level, threads)
  *   matmul(type_id, weights, n_out, n_in, x, batch, out, level, threads)
  *   read_sum(data, level, threads) -> int   (a plain read loop: the bandwidth yardstick)
  *   best_level() -> str, supported_levels() -> tuple[str, ...], level_names() -> tuple[str, ...]
  *
- * Threads: a persistent pool (workers spin briefly, then sleep) splits output rows; the GIL is
- * released while they run and Ctrl-C is checked between chunks of rows.
+ * Threads: pool.h's persistent pool splits output rows; the GIL is released while they run and
+ * Ctrl-C is checked between chunks of rows. Levels and the CPU probe are simd.h's.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
+#include "pool.h"
+#include "simd.h"
 #include "kernels_common.h"
 #include "kernels_scalar.h"
 #include "kernels_avx2.h"
@@ -28,57 +28,6 @@
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "gguf_tools._kernels reads little-endian GGUF blocks in place: little-endian hosts only"
 #endif
-
-/* ------------------------------------------ levels ------------------------------------------ */
-
-enum { L_SCALAR = 0, L_AVX2 = 1, L_AVX512 = 2, L_NEON = 3, N_LEVELS = 4 };
-static const char *const LEVEL_NAMES[N_LEVELS] = {"scalar", "avx2", "avx512", "neon"};
-
-#if defined(KERNELS_HAVE_X86)
-#include <cpuid.h>
-static uint64_t xgetbv0(void) {
-    uint32_t lo, hi;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    return ((uint64_t)hi << 32) | lo;
-}
-#endif
-
-static int level_probe(int l) {
-    if (l == L_SCALAR) return 1;
-#if defined(KERNELS_HAVE_X86)
-    unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
-    const int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, fma = (c >> 12) & 1, f16c = (c >> 29) & 1;
-    if (!(osxsave && avx && fma && f16c)) return 0;
-    const uint64_t xcr0 = xgetbv0();
-    if ((xcr0 & 0x6) != 0x6) return 0; /* OS saves XMM and YMM state */
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
-    const int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512bw = (b >> 30) & 1, vnni = (c >> 11) & 1;
-    if (l == L_AVX2) return avx2;
-    /* and the OS saves opmask and ZMM state */
-    if (l == L_AVX512) return avx2 && avx512f && avx512bw && vnni && (xcr0 & 0xe6) == 0xe6;
-    return 0;
-#elif defined(KERNELS_HAVE_NEON)
-    return l == L_NEON;
-#else
-    return 0;
-#endif
-}
-
-/* cpuid traps to the hypervisor on virtual machines (microseconds): probe once, at import. */
-static int level_ok[N_LEVELS];
-
-static void probe_levels(void) {
-    for (int l = 0; l < N_LEVELS; l++) level_ok[l] = level_probe(l);
-}
-
-static int level_supported(int l) { return l >= 0 && l < N_LEVELS && level_ok[l]; }
-
-static int best_level_id(void) {
-    for (int l = N_LEVELS - 1; l > 0; l--)
-        if (level_supported(l)) return l;
-    return L_SCALAR;
-}
 
 /* ------------------------------------------- types ------------------------------------------- */
 
@@ -90,8 +39,8 @@ typedef struct {
     int blck;  /* values per block */
     int bytes; /* bytes per block */
     int act;   /* ACT_* */
-    deq_fn deq[N_LEVELS];
-    dot_fn dot[N_LEVELS];
+    deq_fn deq[SIMD_N_LEVELS]; /* per simd.h level; NULL: use the scalar one */
+    dot_fn dot[SIMD_N_LEVELS];
 } tinfo;
 
 #define DEQ_SCALAR(name) \
@@ -117,14 +66,14 @@ static void act_q256_scalar(const float *x, size_t n, int8_t *q, float *d, int16
     act_quant_q256_body(x, n, q, d, bs);
 }
 
-#if defined(KERNELS_HAVE_X86)
+#if defined(SIMD_ON_X86)
 #define X86_DEQ(name) deq_##name##_avx2, deq_##name##_avx512
 #define X86_DOT(name) dot_##name##_avx2, dot_##name##_avx512
 #else
 #define X86_DEQ(name) NULL, NULL
 #define X86_DOT(name) NULL, NULL
 #endif
-#if defined(KERNELS_HAVE_NEON)
+#if defined(SIMD_ON_NEON)
 #define ARM_DEQ(name) deq_##name##_scalar
 #define ARM_DOT(name) dot_##name##_neon
 #else
@@ -132,18 +81,16 @@ static void act_q256_scalar(const float *x, size_t n, int8_t *q, float *d, int16
 #define ARM_DOT(name) NULL
 #endif
 
-#define TYPE(tid, name, blck, bytes, act) \
-    {tid, blck, bytes, act, {deq_##name##_scalar, X86_DEQ(name), ARM_DEQ(name)}, \
+#define TYPE(T, name, act) \
+    {GGML_TYPE_##T, GGML_BLCK_##T, GGML_BYTES_##T, act, {deq_##name##_scalar, X86_DEQ(name), ARM_DEQ(name)}, \
      {dot_##name##_scalar, X86_DOT(name), ARM_DOT(name)}}
 
 static const tinfo TYPES[] = {
-    TYPE(T_F32, f32, 1, 4, ACT_F32),       TYPE(T_F16, f16, 1, 2, ACT_F32),
-    TYPE(T_BF16, bf16, 1, 2, ACT_F32),     TYPE(T_Q4_0, q4_0, 32, 18, ACT_Q32),
-    TYPE(T_Q4_1, q4_1, 32, 20, ACT_Q32),   TYPE(T_Q5_0, q5_0, 32, 22, ACT_Q32),
-    TYPE(T_Q5_1, q5_1, 32, 24, ACT_Q32),   TYPE(T_Q8_0, q8_0, 32, 34, ACT_Q32),
-    TYPE(T_Q2_K, q2_k, 256, 84, ACT_Q256), TYPE(T_Q3_K, q3_k, 256, 110, ACT_Q256),
-    TYPE(T_Q4_K, q4_k, 256, 144, ACT_Q256), TYPE(T_Q5_K, q5_k, 256, 176, ACT_Q256),
-    TYPE(T_Q6_K, q6_k, 256, 210, ACT_Q256),
+    TYPE(F32, f32, ACT_F32),    TYPE(F16, f16, ACT_F32),    TYPE(BF16, bf16, ACT_F32),
+    TYPE(Q4_0, q4_0, ACT_Q32),  TYPE(Q4_1, q4_1, ACT_Q32),  TYPE(Q5_0, q5_0, ACT_Q32),
+    TYPE(Q5_1, q5_1, ACT_Q32),  TYPE(Q8_0, q8_0, ACT_Q32),  TYPE(Q2_K, q2_k, ACT_Q256),
+    TYPE(Q3_K, q3_k, ACT_Q256), TYPE(Q4_K, q4_k, ACT_Q256), TYPE(Q5_K, q5_k, ACT_Q256),
+    TYPE(Q6_K, q6_k, ACT_Q256),
 };
 
 static const tinfo *find_type(int id) {
@@ -152,12 +99,12 @@ static const tinfo *find_type(int id) {
     return NULL;
 }
 
-static deq_fn pick_deq(const tinfo *t, int l) { return t->deq[l] ? t->deq[l] : t->deq[L_SCALAR]; }
-static dot_fn pick_dot(const tinfo *t, int l) { return t->dot[l] ? t->dot[l] : t->dot[L_SCALAR]; }
+static deq_fn pick_deq(const tinfo *t, int l) { return t->deq[l] ? t->deq[l] : t->deq[SIMD_SCALAR]; }
+static dot_fn pick_dot(const tinfo *t, int l) { return t->dot[l] ? t->dot[l] : t->dot[SIMD_SCALAR]; }
 
 static void act_quant_row(int act, int level, const float *x, size_t n, int8_t *q, float *d, void *extra) {
-#if defined(KERNELS_HAVE_X86)
-    if (level == L_AVX2 || level == L_AVX512) {
+#if defined(SIMD_ON_X86)
+    if (level == SIMD_AVX2 || level == SIMD_AVX512) {
         if (act == ACT_Q32) act_q32_avx2(x, n, q, d, (float *)extra);
         else act_q256_avx2(x, n, q, d, (int16_t *)extra);
         return;
@@ -166,133 +113,6 @@ static void act_quant_row(int act, int level, const float *x, size_t n, int8_t *
     (void)level;
     if (act == ACT_Q32) act_q32_scalar(x, n, q, d, (float *)extra);
     else act_q256_scalar(x, n, q, d, (int16_t *)extra);
-}
-
-/* ------------------------------------------- pool ------------------------------------------- */
-
-#define MAX_THREADS 256
-#define SPIN_NS 200000 /* how long an idle worker polls before sleeping */
-
-typedef void (*task_fn)(void *ctx, int tid, int nth);
-
-static struct {
-    pthread_mutex_t call; /* one parallel job at a time (other callers wait, GIL released) */
-    pthread_mutex_t m;
-    pthread_cond_t cv_work, cv_done;
-    int nworkers; /* started workers; the caller is thread 0 */
-    atomic_uint gen;
-    atomic_int remaining;
-    task_fn fn;
-    void *ctx;
-    int nth;
-    unsigned start_gen[MAX_THREADS];
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-          PTHREAD_COND_INITIALIZER, 0, 0, 0, NULL, NULL, 0, {0}};
-
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static inline void cpu_relax(void) {
-#if defined(KERNELS_HAVE_X86)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ volatile("yield");
-#endif
-}
-
-static void *worker_main(void *arg) {
-    const int tid = (int)(intptr_t)arg;
-    /* the generation current when this worker was created (it may start after the next post) */
-    unsigned seen = pool.start_gen[tid];
-    for (;;) {
-        unsigned g = atomic_load_explicit(&pool.gen, memory_order_acquire);
-        if (g == seen) {
-            const uint64_t t0 = now_ns();
-            for (int it = 0;; it++) {
-                g = atomic_load_explicit(&pool.gen, memory_order_acquire);
-                if (g != seen) break;
-                cpu_relax();
-                if ((it & 255) == 255 && now_ns() - t0 > SPIN_NS) break;
-            }
-            if (g == seen) {
-                pthread_mutex_lock(&pool.m);
-                while ((g = atomic_load_explicit(&pool.gen, memory_order_acquire)) == seen)
-                    pthread_cond_wait(&pool.cv_work, &pool.m);
-                pthread_mutex_unlock(&pool.m);
-            }
-        }
-        seen = g;
-        if (tid < pool.nth) pool.fn(pool.ctx, tid, pool.nth);
-        if (atomic_fetch_sub_explicit(&pool.remaining, 1, memory_order_acq_rel) == 1) {
-            pthread_mutex_lock(&pool.m);
-            pthread_cond_signal(&pool.cv_done);
-            pthread_mutex_unlock(&pool.m);
-        }
-    }
-    return NULL;
-}
-
-/* After fork() only the forking thread exists: forget the workers, re-arm the locks. */
-static void pool_atfork_child(void) {
-    pthread_mutex_init(&pool.call, NULL);
-    pthread_mutex_init(&pool.m, NULL);
-    pthread_cond_init(&pool.cv_work, NULL);
-    pthread_cond_init(&pool.cv_done, NULL);
-    pool.nworkers = 0;
-    atomic_store(&pool.gen, 0);
-    atomic_store(&pool.remaining, 0);
-}
-
-/* Run fn on nth threads (the caller included). Call with the GIL released. */
-static void pool_run(task_fn fn, void *ctx, int nth) {
-    if (nth <= 1) {
-        fn(ctx, 0, 1);
-        return;
-    }
-    pthread_mutex_lock(&pool.call);
-    while (pool.nworkers < nth - 1 && pool.nworkers < MAX_THREADS - 1) {
-        pthread_t t;
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        pool.start_gen[pool.nworkers + 1] = atomic_load_explicit(&pool.gen, memory_order_relaxed);
-        const int rc = pthread_create(&t, &attr, worker_main, (void *)(intptr_t)(pool.nworkers + 1));
-        pthread_attr_destroy(&attr);
-        if (rc != 0) break; /* run with the workers we have */
-        pool.nworkers++;
-    }
-    if (nth > pool.nworkers + 1) nth = pool.nworkers + 1;
-    if (nth <= 1) {
-        pthread_mutex_unlock(&pool.call);
-        fn(ctx, 0, 1);
-        return;
-    }
-    pool.fn = fn;
-    pool.ctx = ctx;
-    pool.nth = nth;
-    atomic_store_explicit(&pool.remaining, pool.nworkers, memory_order_relaxed);
-    pthread_mutex_lock(&pool.m);
-    atomic_fetch_add_explicit(&pool.gen, 1, memory_order_release);
-    pthread_cond_broadcast(&pool.cv_work);
-    pthread_mutex_unlock(&pool.m);
-
-    fn(ctx, 0, nth);
-
-    const uint64_t t0 = now_ns();
-    for (int it = 0; atomic_load_explicit(&pool.remaining, memory_order_acquire) != 0; it++) {
-        cpu_relax();
-        if ((it & 255) == 255 && now_ns() - t0 > SPIN_NS) {
-            pthread_mutex_lock(&pool.m);
-            while (atomic_load_explicit(&pool.remaining, memory_order_acquire) != 0)
-                pthread_cond_wait(&pool.cv_done, &pool.m);
-            pthread_mutex_unlock(&pool.m);
-            break;
-        }
-    }
-    pthread_mutex_unlock(&pool.call);
 }
 
 /* ------------------------------------------ helpers ------------------------------------------ */
@@ -308,7 +128,7 @@ static int overlaps(const void *a, size_t na, const void *b, size_t nb) {
 }
 
 static int check_level(int level) {
-    if (level < 0 || level >= N_LEVELS || !level_supported(level)) {
+    if (level < 0 || level >= SIMD_N_LEVELS || !simd_supported(level)) {
         PyErr_Format(PyExc_ValueError, "SIMD level %d is not available on this CPU", level);
         return 0;
     }
@@ -316,8 +136,8 @@ static int check_level(int level) {
 }
 
 static int check_threads(int threads) {
-    if (threads < 1 || threads > MAX_THREADS) {
-        PyErr_Format(PyExc_ValueError, "threads must be in [1, %d], got %d", MAX_THREADS, threads);
+    if (threads < 1 || threads > POOL_MAX_THREADS) {
+        PyErr_Format(PyExc_ValueError, "threads must be in [1, %d], got %d", POOL_MAX_THREADS, threads);
         return 0;
     }
     return 1;
@@ -617,7 +437,7 @@ typedef struct {
     size_t n;
     int level;
     atomic_size_t next;
-    uint64_t part[MAX_THREADS];
+    uint64_t part[POOL_MAX_THREADS];
 } rs_task;
 
 #define RS_GRAB ((size_t)1 << 18) /* bytes per grab: many pages, a small share of the buffer */
@@ -644,8 +464,8 @@ static void rs_run(void *ctx, int tid, int nth) {
         const size_t a = atomic_fetch_add_explicit(&t->next, RS_GRAB, memory_order_relaxed);
         if (a >= t->n) break;
         const size_t len = t->n - a < RS_GRAB ? t->n - a : RS_GRAB;
-#if defined(KERNELS_HAVE_X86)
-        if (t->level == L_AVX2 || t->level == L_AVX512) {
+#if defined(SIMD_ON_X86)
+        if (t->level == SIMD_AVX2 || t->level == SIMD_AVX512) {
             r += read_sum_avx2(t->p + a, len);
             continue;
         }
@@ -687,7 +507,7 @@ static PyObject *py_read_sum(PyObject *self, PyObject *args) {
 static PyObject *py_best_level(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
-    return PyUnicode_FromString(LEVEL_NAMES[best_level_id()]);
+    return PyUnicode_FromString(SIMD_LEVEL_NAMES[simd_best()]);
 }
 
 static PyObject *py_supported_levels(PyObject *self, PyObject *args) {
@@ -695,9 +515,9 @@ static PyObject *py_supported_levels(PyObject *self, PyObject *args) {
     (void)args;
     PyObject *out = PyList_New(0);
     if (!out) return NULL;
-    for (int l = 0; l < N_LEVELS; l++) {
-        if (!level_supported(l)) continue;
-        PyObject *s = PyUnicode_FromString(LEVEL_NAMES[l]);
+    for (int l = 0; l < SIMD_N_LEVELS; l++) {
+        if (!simd_supported(l)) continue;
+        PyObject *s = PyUnicode_FromString(SIMD_LEVEL_NAMES[l]);
         if (!s || PyList_Append(out, s) < 0) {
             Py_XDECREF(s);
             Py_DECREF(out);
@@ -713,10 +533,8 @@ static PyObject *py_supported_levels(PyObject *self, PyObject *args) {
 static PyObject *py_level_names(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
-    return Py_BuildValue("(ssss)", LEVEL_NAMES[0], LEVEL_NAMES[1], LEVEL_NAMES[2], LEVEL_NAMES[3]);
+    return Py_BuildValue("(ssss)", SIMD_LEVEL_NAMES[0], SIMD_LEVEL_NAMES[1], SIMD_LEVEL_NAMES[2], SIMD_LEVEL_NAMES[3]);
 }
-
-static PyObject *py_simd_level(PyObject *self, PyObject *args) { return py_best_level(self, args); }
 
 static PyMethodDef methods[] = {
     {"dequantize", py_dequantize, METH_VARARGS,
@@ -725,7 +543,6 @@ static PyMethodDef methods[] = {
      "matmul(type_id, weights, n_out, n_in, x, batch, out, level, threads): out = x @ W.T."},
     {"read_sum", py_read_sum, METH_VARARGS, "read_sum(data, level, threads) -> int: read every byte once."},
     {"best_level", py_best_level, METH_NOARGS, "The fastest SIMD path this CPU supports."},
-    {"simd_level", py_simd_level, METH_NOARGS, "Alias of best_level (the Python wrapper adds the override)."},
     {"supported_levels", py_supported_levels, METH_NOARGS, "SIMD paths this CPU supports, slowest first."},
     {"level_names", py_level_names, METH_NOARGS, "Level names in id order."},
     {NULL, NULL, 0, NULL},
@@ -735,11 +552,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels",
                                     "Block dequantization and dequant-matmul kernels.", -1, methods};
 
 PyMODINIT_FUNC PyInit__kernels(void) {
-    static int atfork_done = 0;
-    probe_levels();
-    if (!atfork_done) {
-        pthread_atfork(NULL, NULL, pool_atfork_child);
-        atfork_done = 1;
-    }
+    simd_init();
+    pool_init();
     return PyModule_Create(&module);
 }

@@ -8,11 +8,11 @@
 #ifndef GGUF_KERNELS_AVX2_H
 #define GGUF_KERNELS_AVX2_H
 
-#if defined(__x86_64__) || defined(_M_X64)
-#define KERNELS_HAVE_X86 1
-#include <immintrin.h>
-
+#include "simd.h"
 #include "kernels_scalar.h"
+
+#if defined(SIMD_ON_X86)
+#include <immintrin.h>
 
 #define T2 __attribute__((target("avx2,fma,f16c")))
 #define K2 static inline __attribute__((always_inline, target("avx2,fma,f16c")))
@@ -53,7 +53,7 @@ T2 static void deq_f16_avx2(const uint8_t *src, float *dst, size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(dst + i, half8_exact_avx2(_mm_loadu_si128((const __m128i *)(src + 2 * i))));
-    for (; i < n; i++) dst[i] = half_to_float(rd16(src + 2 * i));
+    for (; i < n; i++) dst[i] = fp16_to_fp32(rd16(src + 2 * i));
 }
 
 /* The other types reuse the exact scalar bodies; the compiler vectorizes them for AVX2. */
@@ -90,7 +90,7 @@ K2 float w1_float(int kind, const uint8_t *w, size_t i) {
         memcpy(&f, w + 4 * i, 4);
         return f;
     }
-    return kind == 1 ? half_to_float(rd16(w + 2 * i)) : bf16_to_float(rd16(w + 2 * i));
+    return kind == 1 ? fp16_to_fp32(rd16(w + 2 * i)) : bf16_to_fp32(rd16(w + 2 * i));
 }
 
 K2 void dot_float_avx2_impl(int kind, size_t n, const uint8_t *w, const act_row *ax, float *y, size_t ys,

@@ -11,7 +11,7 @@
 
 #include "kernels_avx2.h"
 
-#if defined(KERNELS_HAVE_X86)
+#if defined(SIMD_ON_X86)
 
 #define TGT5 "avx512f,avx512bw,avx512vnni,avx2,fma,f16c"
 #define T5 __attribute__((target(TGT5)))

@@ -1,4 +1,4 @@
-/* Shared definitions for the block kernels: type table, half-float bits, activation rows.
+/* Shared definitions for the block kernels: activation rows, bit helpers, scale unpacking.
  *
  * Included once, by kernels.c. Everything here is plain C11 (no SIMD); the SIMD headers build on it.
  *
@@ -13,18 +13,13 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "ggml_common.h"
+
 #if defined(__clang__)
 #pragma clang fp contract(off)
 #endif
 
 #define KALWAYS static inline __attribute__((always_inline))
-#define QK_K 256
-
-/* ggml type ids (gguf.GGMLQuantizationType). */
-enum {
-    T_F32 = 0, T_F16 = 1, T_Q4_0 = 2, T_Q4_1 = 3, T_Q5_0 = 6, T_Q5_1 = 7, T_Q8_0 = 8,
-    T_Q2_K = 10, T_Q3_K = 11, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14, T_BF16 = 30,
-};
 
 /* How activations are presented to a dot kernel. */
 enum {
@@ -57,36 +52,6 @@ KALWAYS uint32_t rd32(const uint8_t *p) {
     memcpy(&v, p, 4);
     return v; /* little-endian hosts only: see the static check in kernels.c */
 }
-KALWAYS float bits_f32(uint32_t u) {
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-KALWAYS uint32_t f32_bits(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-
-/* IEEE half to float, exact for every input including NaN payloads (numpy keeps signalling NaNs
- * signalling, hardware converters quiet them; bit equality with numpy needs the integer route). */
-KALWAYS float half_to_float(uint16_t h) {
-    uint32_t sign = ((uint32_t)h & 0x8000u) << 16;
-    uint32_t o = ((uint32_t)h & 0x7fffu) << 13;
-    uint32_t e = o & 0x0f800000u;
-    uint32_t r;
-    if (e == 0x0f800000u) {
-        r = o + 0x70000000u; /* inf / NaN: exponent 31 -> 255 */
-    } else if (e == 0) {
-        /* zero / subnormal: (1.m * 2^-14) - 2^-14 == m * 2^-24, exactly */
-        r = f32_bits(bits_f32(o + 0x38800000u) - 6.103515625e-05f);
-    } else {
-        r = o + 0x38000000u; /* rebias 15 -> 127 */
-    }
-    return bits_f32(r | sign);
-}
-
-KALWAYS float bf16_to_float(uint16_t h) { return bits_f32((uint32_t)h << 16); }
 
 /* Round to nearest, ties to even, for |v| < 2^22 (the quantizers only feed |v| <= 127.5). */
 KALWAYS int round_small(float v) {

@@ -7,11 +7,11 @@
 #ifndef GGUF_KERNELS_NEON_H
 #define GGUF_KERNELS_NEON_H
 
-#if defined(__aarch64__) && defined(__ARM_NEON)
-#define KERNELS_HAVE_NEON 1
-#include <arm_neon.h>
-
+#include "simd.h"
 #include "kernels_scalar.h"
+
+#if defined(SIMD_ON_NEON)
+#include <arm_neon.h>
 
 /* kind: 0 F32, 1 F16, 2 BF16 */
 KALWAYS float32x4_t load4w_neon(int kind, const uint8_t *w, size_t i) {
@@ -35,7 +35,7 @@ KALWAYS void dot_float_neon_impl(int kind, size_t n, const uint8_t *w, const act
         for (; i < n; i++) {
             float wv;
             if (kind == 0) memcpy(&wv, w + 4 * i, 4);
-            else wv = kind == 1 ? half_to_float(rd16(w + 2 * i)) : bf16_to_float(rd16(w + 2 * i));
+            else wv = kind == 1 ? fp16_to_fp32(rd16(w + 2 * i)) : bf16_to_fp32(rd16(w + 2 * i));
             t += wv * x[i];
         }
         y[k * ys] = t;

@@ -20,18 +20,18 @@
 KALWAYS void deq_f32_body(const uint8_t *src, float *dst, size_t n) { memcpy(dst, src, n * 4); }
 
 KALWAYS void deq_f16_body(const uint8_t *src, float *dst, size_t n) {
-    for (size_t i = 0; i < n; i++) dst[i] = half_to_float(rd16(src + 2 * i));
+    for (size_t i = 0; i < n; i++) dst[i] = fp16_to_fp32(rd16(src + 2 * i));
 }
 
 KALWAYS void deq_bf16_body(const uint8_t *src, float *dst, size_t n) {
-    for (size_t i = 0; i < n; i++) dst[i] = bf16_to_float(rd16(src + 2 * i));
+    for (size_t i = 0; i < n; i++) dst[i] = bf16_to_fp32(rd16(src + 2 * i));
 }
 
 KALWAYS void deq_q4_0_body(const uint8_t *src, float *dst, size_t nb) {
     for (size_t i = 0; i < nb; i++) {
         const uint8_t *b = src + 18 * i;
         float *y = dst + 32 * i;
-        const float d = half_to_float(rd16(b));
+        const float d = fp16_to_fp32(rd16(b));
         for (int l = 0; l < 16; l++) {
             y[l] = d * (float)((int)(b[2 + l] & 0x0F) - 8);
             y[l + 16] = d * (float)((int)(b[2 + l] >> 4) - 8);
@@ -43,7 +43,7 @@ KALWAYS void deq_q4_1_body(const uint8_t *src, float *dst, size_t nb) {
     for (size_t i = 0; i < nb; i++) {
         const uint8_t *b = src + 20 * i;
         float *y = dst + 32 * i;
-        const float d = half_to_float(rd16(b)), m = half_to_float(rd16(b + 2));
+        const float d = fp16_to_fp32(rd16(b)), m = fp16_to_fp32(rd16(b + 2));
         for (int l = 0; l < 16; l++) {
             float t0 = d * (float)(b[4 + l] & 0x0F);
             float t1 = d * (float)(b[4 + l] >> 4);
@@ -57,7 +57,7 @@ KALWAYS void deq_q5_0_body(const uint8_t *src, float *dst, size_t nb) {
     for (size_t i = 0; i < nb; i++) {
         const uint8_t *b = src + 22 * i;
         float *y = dst + 32 * i;
-        const float d = half_to_float(rd16(b));
+        const float d = fp16_to_fp32(rd16(b));
         const uint32_t qh = rd32(b + 2);
         for (int l = 0; l < 16; l++) {
             int q0 = (b[6 + l] & 0x0F) | (int)(((qh >> l) & 1u) << 4);
@@ -72,7 +72,7 @@ KALWAYS void deq_q5_1_body(const uint8_t *src, float *dst, size_t nb) {
     for (size_t i = 0; i < nb; i++) {
         const uint8_t *b = src + 24 * i;
         float *y = dst + 32 * i;
-        const float d = half_to_float(rd16(b)), m = half_to_float(rd16(b + 2));
+        const float d = fp16_to_fp32(rd16(b)), m = fp16_to_fp32(rd16(b + 2));
         const uint32_t qh = rd32(b + 4);
         for (int l = 0; l < 16; l++) {
             int q0 = (b[8 + l] & 0x0F) | (int)(((qh >> l) & 1u) << 4);
@@ -89,7 +89,7 @@ KALWAYS void deq_q8_0_body(const uint8_t *src, float *dst, size_t nb) {
     for (size_t i = 0; i < nb; i++) {
         const uint8_t *b = src + 34 * i;
         float *y = dst + 32 * i;
-        const float d = half_to_float(rd16(b));
+        const float d = fp16_to_fp32(rd16(b));
         for (int l = 0; l < 32; l++) y[l] = (float)(int8_t)b[2 + l] * d;
     }
 }
@@ -98,7 +98,7 @@ KALWAYS void deq_q2_k_body(const uint8_t *src, float *dst, size_t nb) {
     for (size_t i = 0; i < nb; i++) {
         const uint8_t *b = src + 84 * i;
         float *y = dst + QK_K * i;
-        const float d = half_to_float(rd16(b + 80)), dmin = half_to_float(rd16(b + 82));
+        const float d = fp16_to_fp32(rd16(b + 80)), dmin = fp16_to_fp32(rd16(b + 82));
         for (int h = 0; h < 2; h++)
             for (int s = 0; s < 4; s++)
                 for (int g = 0; g < 2; g++) {
@@ -118,7 +118,7 @@ KALWAYS void deq_q3_k_body(const uint8_t *src, float *dst, size_t nb) {
     for (size_t i = 0; i < nb; i++) {
         const uint8_t *b = src + 110 * i;
         float *y = dst + QK_K * i;
-        const float d = half_to_float(rd16(b + 108));
+        const float d = fp16_to_fp32(rd16(b + 108));
         int8_t sc[16];
         unpack_k3_scales(b + 96, sc);
         for (int h = 0; h < 2; h++)
@@ -142,7 +142,7 @@ KALWAYS void deq_q4_k_body(const uint8_t *src, float *dst, size_t nb) {
     for (size_t i = 0; i < nb; i++) {
         const uint8_t *b = src + 144 * i;
         float *y = dst + QK_K * i;
-        const float d = half_to_float(rd16(b)), dmin = half_to_float(rd16(b + 2));
+        const float d = fp16_to_fp32(rd16(b)), dmin = fp16_to_fp32(rd16(b + 2));
         uint64_t sc8, mn8;
         unpack_k4_scales(b + 4, &sc8, &mn8);
         for (int j = 0; j < 4; j++) {
@@ -165,7 +165,7 @@ KALWAYS void deq_q5_k_body(const uint8_t *src, float *dst, size_t nb) {
     for (size_t i = 0; i < nb; i++) {
         const uint8_t *b = src + 176 * i;
         float *y = dst + QK_K * i;
-        const float d = half_to_float(rd16(b)), dmin = half_to_float(rd16(b + 2));
+        const float d = fp16_to_fp32(rd16(b)), dmin = fp16_to_fp32(rd16(b + 2));
         uint64_t sc8, mn8;
         unpack_k4_scales(b + 4, &sc8, &mn8);
         const uint8_t *qh = b + 16;
@@ -191,7 +191,7 @@ KALWAYS void deq_q6_k_body(const uint8_t *src, float *dst, size_t nb) {
     for (size_t i = 0; i < nb; i++) {
         const uint8_t *b = src + 210 * i;
         float *y = dst + QK_K * i;
-        const float d = half_to_float(rd16(b + 208));
+        const float d = fp16_to_fp32(rd16(b + 208));
         const int8_t *sc = (const int8_t *)(b + 192);
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = b + 64 * h, *qh = b + 128 + 32 * h;
@@ -248,7 +248,7 @@ static void dot_f16_scalar(size_t n, const uint8_t *w, const act_row *ax, int nx
     for (int k = 0; k < nx; k++) {
         const float *x = ax[k].xf;
         float t = 0;
-        for (size_t i = 0; i < n; i++) t += half_to_float(rd16(w + 2 * i)) * x[i];
+        for (size_t i = 0; i < n; i++) t += fp16_to_fp32(rd16(w + 2 * i)) * x[i];
         y[k * ys] = t;
     }
 }
@@ -257,7 +257,7 @@ static void dot_bf16_scalar(size_t n, const uint8_t *w, const act_row *ax, int n
     for (int k = 0; k < nx; k++) {
         const float *x = ax[k].xf;
         float t = 0;
-        for (size_t i = 0; i < n; i++) t += bf16_to_float(rd16(w + 2 * i)) * x[i];
+        for (size_t i = 0; i < n; i++) t += bf16_to_fp32(rd16(w + 2 * i)) * x[i];
         y[k * ys] = t;
     }
 }
@@ -281,10 +281,10 @@ KALWAYS void dot_legacy_scalar(int kind, size_t nb, const uint8_t *w, const act_
             uint8_t u[32];
             uint32_t qh = kind == 2 ? rd32(b + 2) : (kind == 3 ? rd32(b + 4) : 0);
             unpack_q4_32(b + qoff[kind], qh, kind >= 2, u);
-            const float d = half_to_float(rd16(b));
+            const float d = fp16_to_fp32(rd16(b));
             acc += d * ax[k].d[i] * (float)dot_u8_s8(u, ax[k].q + 32 * i, 32);
             /* offset types subtract offset * d * sum(x); min types add m * sum(x) */
-            extra += (offs[kind] ? d : half_to_float(rd16(b + 2))) * ax[k].s[i];
+            extra += (offs[kind] ? d : fp16_to_fp32(rd16(b + 2))) * ax[k].s[i];
         }
         y[k * ys] = offs[kind] ? acc - (float)offs[kind] * extra : acc + extra;
     }
@@ -311,7 +311,7 @@ static void dot_q8_0_scalar(size_t nb, const uint8_t *w, const act_row *ax, int 
             const int8_t *q = (const int8_t *)(b + 2), *x = ax[k].q + 32 * i;
             int s = 0;
             for (int l = 0; l < 32; l++) s += (int)q[l] * (int)x[l];
-            acc += half_to_float(rd16(b)) * ax[k].d[i] * (float)s;
+            acc += fp16_to_fp32(rd16(b)) * ax[k].d[i] * (float)s;
         }
         y[k * ys] = acc;
     }
@@ -337,7 +337,7 @@ static void dot_q2_k_scalar(size_t nb, const uint8_t *w, const act_row *ax, int 
                 }
             for (int g = 0; g < 16; g++) msum += (b[g] >> 4) * bs[g];
             const float dx = ax[k].d[i];
-            acc += half_to_float(rd16(b + 80)) * dx * (float)isum - half_to_float(rd16(b + 82)) * dx * (float)msum;
+            acc += fp16_to_fp32(rd16(b + 80)) * dx * (float)isum - fp16_to_fp32(rd16(b + 82)) * dx * (float)msum;
         }
         y[k * ys] = acc;
     }
@@ -363,7 +363,7 @@ static void dot_q3_k_scalar(size_t nb, const uint8_t *w, const act_row *ax, int 
                     isum += sc[2 * c + 1] * dot_u8_s8(u + 16, x + 32 * c + 16, 16);
                 }
             for (int g = 0; g < 16; g++) osum += sc[g] * bs[g];
-            acc += half_to_float(rd16(b + 108)) * ax[k].d[i] * (float)(isum - 4 * osum);
+            acc += fp16_to_fp32(rd16(b + 108)) * ax[k].d[i] * (float)(isum - 4 * osum);
         }
         y[k * ys] = acc;
     }
@@ -392,7 +392,7 @@ KALWAYS void dot_k4_scalar(int five, size_t nb, const uint8_t *w, const act_row 
             }
             for (int s = 0; s < 8; s++) msum += (int)((mn8 >> (8 * s)) & 0xFF) * (bs[2 * s] + bs[2 * s + 1]);
             const float dx = ax[k].d[i];
-            acc += half_to_float(rd16(b)) * dx * (float)isum - half_to_float(rd16(b + 2)) * dx * (float)msum;
+            acc += fp16_to_fp32(rd16(b)) * dx * (float)isum - fp16_to_fp32(rd16(b + 2)) * dx * (float)msum;
         }
         y[k * ys] = acc;
     }
@@ -427,7 +427,7 @@ static void dot_q6_k_scalar(size_t nb, const uint8_t *w, const act_row *ax, int 
                 }
             }
             for (int g = 0; g < 16; g++) osum += sc[g] * bs[g];
-            acc += half_to_float(rd16(b + 208)) * ax[k].d[i] * (float)(isum - 32 * osum);
+            acc += fp16_to_fp32(rd16(b + 208)) * ax[k].d[i] * (float)(isum - 32 * osum);
         }
         y[k * ys] = acc;
     }

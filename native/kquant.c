@@ -5,12 +5,13 @@
  *     weights: float32 buffer of n_per_row values or None; mode 0 = our search (weights are the
  *     importance, None = 1), mode 1 = ggml's own quantizer (weights are the raw imatrix),
  *     mode 2 = our search with the wider candidate grids (slower; search.SETTINGS_BEST).
- *   simd() -> name of the instruction set the search runs with.
+ *   simd() -> the simd.h level the search runs with: scalar (the portable build) or avx2.
+ *     GGUF_TOOLS_SIMD=scalar forces the portable build.
  *
- * Work is split across threads by rows (ggml mode) or by groups of blocks (our search), with
- * the GIL released. Results never depend on the thread count or the instruction set: the
- * arithmetic is plain float32 in a fixed order, and nothing may be contracted into fused
- * multiply-adds (C11 mode already forbids it in GCC; the pragmas make it explicit).
+ * Work is split across pool.h's threads by rows (ggml mode) or by groups of blocks (our
+ * search), with the GIL released. Results never depend on the thread count or the instruction
+ * set: the arithmetic is plain float32 in a fixed order, and nothing may be contracted into
+ * fused multiply-adds (C11 mode already forbids it in GCC; the pragmas make it explicit).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -27,13 +28,8 @@
 #pragma GCC diagnostic ignored "-Wpsabi" /* vf is only passed between functions of one target */
 #endif
 
-#ifndef _WIN32
-#include <pthread.h>
-#define KQ_HAVE_THREADS 1
-#else
-#define KQ_HAVE_THREADS 0
-#endif
-
+#include "pool.h"
+#include "simd.h"
 #include "kquant_common.h"
 #include "kquant_ggml.h"
 
@@ -41,44 +37,45 @@
 #include "kquant_search.h"
 #undef KQ_SFX
 
-#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
-#define KQ_X86 1
+#if defined(SIMD_ON_X86)
 #pragma GCC push_options
 #pragma GCC target("avx2")
 #define KQ_SFX _avx2
 #include "kquant_search.h"
 #undef KQ_SFX
 #pragma GCC pop_options
-#else
-#define KQ_X86 0
 #endif
 
 typedef void (*kq_group_fn)(int, const vf *, const vf *, kq_params *);
 
-/* GGUF_TOOLS_SIMD=generic forces the portable build of the search (tests compare the two) */
-static kq_group_fn kq_pick_group_fn(const char **name) {
-#if KQ_X86
-    const char *force = getenv("GGUF_TOOLS_SIMD");
-    __builtin_cpu_init();
-    if (!(force && strcmp(force, "generic") == 0) && __builtin_cpu_supports("avx2")) {
-        if (name) *name = "avx2";
+/* The search build for the level GGUF_TOOLS_SIMD asks for (scalar: the portable build, which
+ * tests compare with the AVX2 one), else for the best level; *level says which it is. */
+static kq_group_fn kq_pick_group_fn(int *level) {
+#if defined(SIMD_ON_X86)
+    const int l = simd_env_level();
+    if (l == SIMD_AVX2 || l == SIMD_AVX512) {
+        *level = SIMD_AVX2;
         return search_group_avx2;
     }
 #endif
-    if (name) *name = "generic";
+    *level = SIMD_SCALAR;
     return search_group_generic;
 }
 
 /* stored form of lane k's parameters -> bytes */
 static void kq_emit(int type, const kq_params *p, int k, int blk, uint8_t *dst) {
     uint8_t sc[16], mn[16], L[256];
-    const uint16_t dh = kq_f32_to_f16(p->d[k]), mh = kq_f32_to_f16(p->dmin[k]);
+    const uint16_t dh = fp32_to_fp16(p->d[k]), mh = fp32_to_fp16(p->dmin[k]);
     for (int j = 0; j < 16; ++j) {
         const int s = (int)p->sc[j][k], m = (int)p->mn[j][k];
-        sc[j] = type == KQ_Q3_K ? (uint8_t)(s + 32) : (uint8_t)(int8_t)s;
+        sc[j] = type == GGML_TYPE_Q3_K ? (uint8_t)(s + 32) : (uint8_t)(int8_t)s;
         mn[j] = (uint8_t)m;
     }
-    const int off = type == KQ_Q3_K ? 4 : type == KQ_Q6_K ? 32 : type == KQ_Q4_0 ? 8 : type == KQ_Q5_0 ? 16 : 0;
+    const int off = type == GGML_TYPE_Q3_K   ? 4
+                    : type == GGML_TYPE_Q6_K ? 32
+                    : type == GGML_TYPE_Q4_0 ? 8
+                    : type == GGML_TYPE_Q5_0 ? 16
+                                             : 0;
     for (int i = 0; i < blk; ++i) L[i] = (uint8_t)(int8_t)((int)p->L[i][k] + off);
     kq_pack(type, dst, dh, mh, sc, mn, L);
 }
@@ -87,9 +84,10 @@ typedef struct {
     int type, mode;
     const float *src, *weights;
     uint8_t *dst;
-    int64_t rows, n, begin, end; /* ggml mode: rows [begin, end); search: groups [begin, end) */
+    int64_t rows, n, units, grab; /* units: rows (ggml mode) or groups of NL blocks (search) */
     kq_group_fn group;
-    int failed;
+    atomic_llong next; /* first unit nobody has taken yet */
+    atomic_int failed;
 } kq_job;
 
 /* scratch of one worker: block data and parameters, 64-byte aligned for the vector code */
@@ -98,24 +96,18 @@ typedef struct {
     kq_params p;
 } kq_scratch;
 
-static void kq_run_job(kq_job *j) {
-    const kq_type_info *ti = kq_info(j->type);
-    const int64_t bpr = j->n / ti->block, row_bytes = bpr * ti->bytes;
+/* Units [begin, end): rows in ggml mode, else groups of NL blocks searched side by side. */
+static void kq_run_units(const kq_job *j, kq_scratch *sc, int64_t begin, int64_t end) {
+    const ggml_type_info *ti = kq_info(j->type);
+    const int64_t bpr = j->n / ti->blck, row_bytes = bpr * ti->bytes;
     if (j->mode == 1) {
-        for (int64_t r = j->begin; r < j->end; ++r) g_row(j->type, j->src + r * j->n, j->weights, j->dst + r * row_bytes, j->n);
+        for (int64_t r = begin; r < end; ++r)
+            g_row(j->type, j->src + r * j->n, j->weights, j->dst + r * row_bytes, j->n);
         return;
     }
-    const int blk = ti->block;
-    void *raw = malloc(sizeof(kq_scratch) + 64);
-    if (!raw) {
-        j->failed = 1;
-        return;
-    }
-    kq_scratch *sc = (kq_scratch *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
-    memset(&sc->p, 0, sizeof sc->p);
-    sc->p.wide = j->mode == 2;
+    const int blk = ti->blck;
     const int64_t nblocks = j->rows * bpr;
-    for (int64_t g = j->begin; g < j->end; ++g) {
+    for (int64_t g = begin; g < end; ++g) {
         const int64_t b0 = g * NL;
         int valid = 0;
         for (int k = 0; k < NL; ++k) {
@@ -138,15 +130,33 @@ static void kq_run_job(kq_job *j) {
         j->group(j->type, sc->X, sc->W, &sc->p);
         for (int k = 0; k < valid; ++k) kq_emit(j->type, &sc->p, k, blk, j->dst + (b0 + k) * ti->bytes);
     }
-    free(raw);
 }
 
-#if KQ_HAVE_THREADS
-static void *kq_thread(void *arg) {
-    kq_run_job((kq_job *)arg);
-    return NULL;
+/* One pool thread: units in small grabs from the shared counter (each unit's bytes depend on
+ * that unit alone, so the split never changes the output). */
+static void kq_run(void *ctx, int tid, int nth) {
+    (void)tid;
+    (void)nth;
+    kq_job *j = ctx;
+    void *raw = NULL;
+    kq_scratch *sc = NULL;
+    if (j->mode != 1) {
+        raw = malloc(sizeof(kq_scratch) + 64);
+        if (!raw) {
+            atomic_store(&j->failed, 1);
+            return;
+        }
+        sc = (kq_scratch *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
+        memset(&sc->p, 0, sizeof sc->p);
+        sc->p.wide = j->mode == 2;
+    }
+    for (;;) {
+        const int64_t a = atomic_fetch_add_explicit(&j->next, j->grab, memory_order_relaxed);
+        if (a >= j->units) break;
+        kq_run_units(j, sc, a, a + j->grab < j->units ? a + j->grab : j->units);
+    }
+    free(raw);
 }
-#endif
 
 static PyObject *py_quantize(PyObject *self, PyObject *args) {
     Py_buffer src, dst, wb;
@@ -157,7 +167,7 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*w*niOii", &src, &dst, &n_per_row, &type, &weights, &mode, &threads)) return NULL;
     int have_w = 0;
     PyObject *ret = NULL;
-    const kq_type_info *ti = kq_info(type);
+    const ggml_type_info *ti = kq_info(type);
     if (!ti) {
         PyErr_Format(PyExc_ValueError, "unsupported quantization type %d", type);
         goto done;
@@ -166,8 +176,8 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "mode must be 0 (search), 1 (ggml) or 2 (wide search)");
         goto done;
     }
-    if (n_per_row <= 0 || n_per_row % ti->block || n_per_row > ((Py_ssize_t)1 << 40)) {
-        PyErr_Format(PyExc_ValueError, "row length %zd is not a positive multiple of %d", n_per_row, ti->block);
+    if (n_per_row <= 0 || n_per_row % ti->blck || n_per_row > ((Py_ssize_t)1 << 40)) {
+        PyErr_Format(PyExc_ValueError, "row length %zd is not a positive multiple of %d", n_per_row, ti->blck);
         goto done;
     }
     const Py_ssize_t row_in = n_per_row * (Py_ssize_t)sizeof(float);
@@ -176,7 +186,7 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
         goto done;
     }
     const int64_t rows = src.len / row_in;
-    const int64_t row_bytes = (int64_t)(n_per_row / ti->block) * ti->bytes;
+    const int64_t row_bytes = (int64_t)(n_per_row / ti->blck) * ti->bytes;
     if (dst.len != rows * row_bytes) {
         PyErr_SetString(PyExc_ValueError, "destination size does not match rows * row_bytes");
         goto done;
@@ -194,34 +204,18 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
         goto done;
     }
     {
-        const int64_t units = mode == 1 ? rows : (rows * (n_per_row / ti->block) + NL - 1) / NL;
+        const int64_t units = mode == 1 ? rows : (rows * (n_per_row / ti->blck) + NL - 1) / NL;
         int nt = threads < 1 ? 1 : threads;
-        if (nt > 256) nt = 256;
+        if (nt > POOL_MAX_THREADS) nt = POOL_MAX_THREADS;
         if (nt > units) nt = units > 0 ? (int)units : 1;
-        if (!KQ_HAVE_THREADS) nt = 1;
-        kq_job jobs[256];
-        const kq_group_fn fn = kq_pick_group_fn(NULL);
-        for (int t = 0; t < nt; ++t) {
-            jobs[t] = (kq_job){type, mode, (const float *)src.buf, have_w ? (const float *)wb.buf : NULL,
-                               (uint8_t *)dst.buf, rows, n_per_row, units * t / nt, units * (t + 1) / nt, fn, 0};
-        }
-        int failed = 0;
+        int level;
+        kq_job job = {type, mode, (const float *)src.buf, have_w ? (const float *)wb.buf : NULL, (uint8_t *)dst.buf,
+                      rows, n_per_row, units, units / (4 * (int64_t)nt), kq_pick_group_fn(&level), 0, 0};
+        if (job.grab < 1) job.grab = 1;
         Py_BEGIN_ALLOW_THREADS
-#if KQ_HAVE_THREADS
-        pthread_t tids[256];
-        int started[256];
-        for (int t = 1; t < nt; ++t) started[t] = pthread_create(&tids[t], NULL, kq_thread, &jobs[t]) == 0;
-        kq_run_job(&jobs[0]);
-        for (int t = 1; t < nt; ++t) {
-            if (started[t]) pthread_join(tids[t], NULL);
-            else kq_run_job(&jobs[t]); /* could not start a thread: do its share here */
-        }
-#else
-        for (int t = 0; t < nt; ++t) kq_run_job(&jobs[t]);
-#endif
+        pool_run(kq_run, &job, nt);
         Py_END_ALLOW_THREADS
-        for (int t = 0; t < nt; ++t) failed |= jobs[t].failed;
-        if (failed) {
+        if (atomic_load(&job.failed)) {
             PyErr_NoMemory();
             goto done;
         }
@@ -236,20 +230,24 @@ done:
 }
 
 static PyObject *py_simd(PyObject *self, PyObject *args) {
-    const char *name = "generic";
+    int level;
     (void)self;
     (void)args;
-    kq_pick_group_fn(&name);
-    return PyUnicode_FromString(name);
+    kq_pick_group_fn(&level);
+    return PyUnicode_FromString(SIMD_LEVEL_NAMES[level]);
 }
 
 static PyMethodDef methods[] = {
     {"quantize", py_quantize, METH_VARARGS, "quantize(src, dst, n_per_row, qtype, weights, mode, threads)"},
-    {"simd", py_simd, METH_NOARGS, "instruction set used by the search"},
+    {"simd", py_simd, METH_NOARGS, "SIMD level the search runs with (simd.h's names: scalar or avx2)"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kquant", "Fast block quantizers (see gguf_tools.quantize).",
                                     -1, methods, NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__kquant(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__kquant(void) {
+    simd_init();
+    pool_init();
+    return PyModule_Create(&module);
+}

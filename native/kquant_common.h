@@ -1,4 +1,4 @@
-/* Shared pieces of the quantizers: type table, fp16 conversion, block packing.
+/* Shared pieces of the quantizers: the types they write and block packing.
  *
  * Block layouts are ggml's (ggml-common.h); packing takes plain per-block numbers (fp16 bits,
  * integer codes, unsigned levels) so the ggml port and our search write bytes the same way.
@@ -9,61 +9,21 @@
 #include <stdint.h>
 #include <string.h>
 
-/* ggml type ids (ggml.h) */
-enum {
-    KQ_Q4_0 = 2, KQ_Q4_1 = 3, KQ_Q5_0 = 6, KQ_Q5_1 = 7, KQ_Q8_0 = 8,
-    KQ_Q2_K = 10, KQ_Q3_K = 11, KQ_Q4_K = 12, KQ_Q5_K = 13, KQ_Q6_K = 14, KQ_IQ4_NL = 20,
+#include "ggml_common.h"
+
+/* The types the quantizers write; block geometry comes from ggml_common.h. */
+static const int KQ_SUPPORTED[] = {
+    GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q5_1, GGML_TYPE_Q8_0,   GGML_TYPE_Q2_K,
+    GGML_TYPE_Q3_K, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K, GGML_TYPE_IQ4_NL,
 };
 
-typedef struct { int type, block, bytes; } kq_type_info;
-
-static const kq_type_info KQ_TYPES[] = {
-    {KQ_Q4_0, 32, 18},  {KQ_Q4_1, 32, 20},  {KQ_Q5_0, 32, 22},   {KQ_Q5_1, 32, 24},
-    {KQ_Q8_0, 32, 34},  {KQ_Q2_K, 256, 84}, {KQ_Q3_K, 256, 110}, {KQ_Q4_K, 256, 144},
-    {KQ_Q5_K, 256, 176}, {KQ_Q6_K, 256, 210}, {KQ_IQ4_NL, 32, 18},
-};
-
-static const kq_type_info *kq_info(int type) {
-    for (size_t i = 0; i < sizeof(KQ_TYPES) / sizeof(KQ_TYPES[0]); ++i)
-        if (KQ_TYPES[i].type == type) return &KQ_TYPES[i];
+static const ggml_type_info *kq_info(int type) {
+    for (size_t i = 0; i < sizeof(KQ_SUPPORTED) / sizeof(KQ_SUPPORTED[0]); ++i)
+        if (KQ_SUPPORTED[i] == type) return ggml_type_of(type);
     return NULL;
 }
 
 static const int8_t KQ_IQ4NL[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
-
-/* ---- fp16 <-> fp32, round to nearest even (what ggml and NumPy do) ---- */
-
-static inline uint16_t kq_f32_to_f16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    const uint32_t sign = (x >> 16) & 0x8000u;
-    const uint32_t ax = x & 0x7FFFFFFFu;
-    if (ax >= 0x7F800000u) return (uint16_t)(sign | (ax > 0x7F800000u ? 0x7E00u : 0x7C00u));
-    if (ax >= 0x477FF000u) return (uint16_t)(sign | 0x7C00u); /* >= 65520 rounds to infinity */
-    if (ax < 0x38800000u) {                                   /* fp16 subnormal or zero */
-        float a;
-        memcpy(&a, &ax, 4);
-        float t = a * 16777216.0f; /* exact: a power-of-two scaling, result < 1024 */
-        t = (t + 12582912.0f) - 12582912.0f;
-        return (uint16_t)(sign | (uint32_t)t);
-    }
-    uint32_t h = ((((ax >> 23) - 112u) << 10)) | ((ax & 0x7FFFFFu) >> 13);
-    const uint32_t rem = ax & 0x1FFFu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++; /* a carry moves into the exponent */
-    return (uint16_t)(sign | h);
-}
-
-static inline float kq_f16_to_f32(uint16_t h) {
-    const uint32_t e = (h >> 10) & 0x1Fu, m = h & 0x3FFu;
-    float f;
-    if (e == 0) {
-        f = (float)m * 5.9604644775390625e-08f; /* m * 2^-24, exact */
-        return (h & 0x8000u) ? -f : f;
-    }
-    uint32_t x = ((uint32_t)(h & 0x8000u) << 16) | (e == 31 ? (0x7F800000u | (m << 13)) : (((e + 112u) << 23) | (m << 13)));
-    memcpy(&f, &x, 4);
-    return f;
-}
 
 /* ---- packing: one block from its numbers ---- */
 
@@ -101,38 +61,38 @@ static void kq_pack_k4_scales(uint8_t *s, const uint8_t *sc, const uint8_t *mn) 
 static void kq_pack(int type, uint8_t *dst, uint16_t d, uint16_t dm, const uint8_t *sc, const uint8_t *mn,
                     const uint8_t *L) {
     switch (type) {
-    case KQ_Q8_0:
+    case GGML_TYPE_Q8_0:
         kq_put16(dst, d);
         memcpy(dst + 2, L, 32);
         break;
-    case KQ_Q4_0:
-    case KQ_IQ4_NL:
+    case GGML_TYPE_Q4_0:
+    case GGML_TYPE_IQ4_NL:
         kq_put16(dst, d);
         kq_nibbles32(dst + 2, L);
         break;
-    case KQ_Q4_1:
+    case GGML_TYPE_Q4_1:
         kq_put16(dst, d);
         kq_put16(dst + 2, dm);
         kq_nibbles32(dst + 4, L);
         break;
-    case KQ_Q5_0:
+    case GGML_TYPE_Q5_0:
         kq_put16(dst, d);
         kq_qh32(dst + 2, L);
         kq_nibbles32(dst + 6, L);
         break;
-    case KQ_Q5_1:
+    case GGML_TYPE_Q5_1:
         kq_put16(dst, d);
         kq_put16(dst + 2, dm);
         kq_qh32(dst + 4, L);
         kq_nibbles32(dst + 8, L);
         break;
-    case KQ_Q2_K:
+    case GGML_TYPE_Q2_K:
         for (int j = 0; j < 16; ++j) dst[j] = (uint8_t)(sc[j] | (mn[j] << 4));
         kq_pack2bit(dst + 16, L);
         kq_put16(dst + 80, d);
         kq_put16(dst + 82, dm);
         break;
-    case KQ_Q3_K: {
+    case GGML_TYPE_Q3_K: {
         for (int m = 0; m < 32; ++m) { /* bit b of hmask[m]: the high bit of level 32*b + m */
             unsigned h = 0;
             for (int b = 0; b < 8; ++b) h |= ((L[32 * b + m] >> 2) & 1u) << b;
@@ -150,16 +110,16 @@ static void kq_pack(int type, uint8_t *dst, uint16_t d, uint16_t dm, const uint8
         kq_put16(dst + 108, d);
         break;
     }
-    case KQ_Q4_K:
-    case KQ_Q5_K: {
+    case GGML_TYPE_Q4_K:
+    case GGML_TYPE_Q5_K: {
         kq_put16(dst, d);
         kq_put16(dst + 2, dm);
         kq_pack_k4_scales(dst + 4, sc, mn);
-        uint8_t *qs = dst + (type == KQ_Q4_K ? 16 : 48);
+        uint8_t *qs = dst + (type == GGML_TYPE_Q4_K ? 16 : 48);
         for (int c = 0; c < 4; ++c)
             for (int l = 0; l < 32; ++l)
                 qs[32 * c + l] = (uint8_t)((L[64 * c + l] & 0x0F) | ((L[64 * c + 32 + l] & 0x0F) << 4));
-        if (type == KQ_Q5_K) {
+        if (type == GGML_TYPE_Q5_K) {
             uint8_t *qh = dst + 16;
             for (int m = 0; m < 32; ++m) {
                 unsigned h = 0;
@@ -169,7 +129,7 @@ static void kq_pack(int type, uint8_t *dst, uint16_t d, uint16_t dm, const uint8
         }
         break;
     }
-    case KQ_Q6_K: {
+    case GGML_TYPE_Q6_K: {
         uint8_t *ql = dst, *qh = dst + 128;
         for (int h = 0; h < 2; ++h) {
             const uint8_t *p = L + 128 * h;

@@ -22,8 +22,8 @@ static inline int g_nint(float f) {
 }
 
 static inline int g_clampi(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
-static inline uint16_t g_h(float f) { return kq_f32_to_f16(f); }
-static inline float g_f(uint16_t h) { return kq_f16_to_f32(h); }
+static inline uint16_t g_h(float f) { return fp32_to_fp16(f); }
+static inline float g_f(uint16_t h) { return fp16_to_fp32(h); }
 
 /* symmetric levels in [-nmax, nmax-1], stored + nmax; 19-point scale search (rmse_type 1) */
 static float g_make_qx(int n, int nmax, const float *x, int8_t *L, const float *qw) {
@@ -315,7 +315,7 @@ static void g_row_q2_k(const float *x, const float *qw, uint8_t *out, int64_t n)
             const float ml = dmin * mn[j];
             for (int i = 0; i < 16; ++i) L[16 * j + i] = (uint8_t)g_clampi(g_nint((x[16 * j + i] + ml) / dl), 0, 3);
         }
-        kq_pack(KQ_Q2_K, out, dh, mh, sc, mn, L);
+        kq_pack(GGML_TYPE_Q2_K, out, dh, mh, sc, mn, L);
     }
 }
 
@@ -365,7 +365,7 @@ static void g_row_q3_k(const float *x, const float *qw, uint8_t *out, int64_t n)
             for (int i = 0; i < 16; ++i) L[16 * j + i] = (int8_t)(g_clampi(g_nint(x[16 * j + i] / dl), -4, 3) + 4);
         }
         for (int j = 0; j < 256; ++j) Lu[j] = (uint8_t)L[j];
-        kq_pack(KQ_Q3_K, out, dh, 0, codes, NULL, Lu);
+        kq_pack(GGML_TYPE_Q3_K, out, dh, 0, codes, NULL, Lu);
     }
 }
 
@@ -383,7 +383,7 @@ static void g_k4_scale_bytes(uint8_t *s, const uint8_t *ls, const uint8_t *lm) {
 }
 
 static void g_row_q45_k(int type, const float *x, const float *qw, uint8_t *out, int64_t n) {
-    const int nmax = type == KQ_Q4_K ? 15 : 31, bytes = type == KQ_Q4_K ? 144 : 176;
+    const int nmax = type == GGML_TYPE_Q4_K ? 15 : 31, bytes = type == GGML_TYPE_Q4_K ? 144 : 176;
     uint8_t L[256], Laux[32], ls[8], lm[8], raw[12], sc[8], mn[8];
     float w32[32], scales[8], mins[8], sw[8];
     for (int64_t ib = 0; ib < n / 256; ++ib, x += 256, out += bytes) {
@@ -424,7 +424,7 @@ static void g_row_q45_k(int type, const float *x, const float *qw, uint8_t *out,
             }
             dh = g_h(g_make_qp(8, 63, scales, ls, sw));
             mh = g_h(g_make_qp(8, 63, mins, lm, sw));
-            if (type == KQ_Q5_K)
+            if (type == GGML_TYPE_Q5_K)
                 for (int j = 0; j < 8; ++j) {
                     ls[j] = ls[j] < 63 ? ls[j] : 63;
                     lm[j] = lm[j] < 63 ? lm[j] : 63;
@@ -481,30 +481,30 @@ static void g_row_q6_k(const float *x, const float *qw, uint8_t *out, int64_t n)
             for (int i = 0; i < 16; ++i) L[16 * j + i] = (int8_t)(g_clampi(g_nint(x[16 * j + i] / dl), -32, 31) + 32);
         }
         for (int j = 0; j < 256; ++j) Lu[j] = (uint8_t)L[j];
-        kq_pack(KQ_Q6_K, out, dh, 0, sc, NULL, Lu);
+        kq_pack(GGML_TYPE_Q6_K, out, dh, 0, sc, NULL, Lu);
     }
 }
 
 static void g_row_legacy(int type, const float *x, const float *qw, uint8_t *out, int64_t n) {
-    const kq_type_info *ti = kq_info(type);
+    const ggml_type_info *ti = kq_info(type);
     uint8_t L[32], Laux[32];
     int8_t Li[32];
     float w32[32];
     float sigma2 = 0;
-    if (qw && type != KQ_Q8_0) {
+    if (qw && type != GGML_TYPE_Q8_0) {
         float s = 0;
         for (int64_t j = 0; j < n; ++j) s += x[j] * x[j];
         sigma2 = s / n;
     }
     for (int64_t ib = 0; ib < n / 32; ++ib, x += 32, out += ti->bytes) {
-        if (type == KQ_Q8_0) {
+        if (type == GGML_TYPE_Q8_0) {
             float amax = 0;
             for (int j = 0; j < 32; ++j) amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
             const float d = amax / 127, id = d ? 1.0f / d : 0.0f;
             for (int j = 0; j < 32; ++j) L[j] = (uint8_t)(int8_t)roundf(x[j] * id);
             kq_pack(type, out, g_h(d), 0, NULL, NULL, L);
-        } else if (!qw && (type == KQ_Q4_0 || type == KQ_Q5_0)) {
-            const int half = type == KQ_Q4_0 ? 8 : 16;
+        } else if (!qw && (type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q5_0)) {
+            const int half = type == GGML_TYPE_Q4_0 ? 8 : 16;
             float amax = 0, max = 0;
             for (int j = 0; j < 32; ++j)
                 if (amax < fabsf(x[j])) { amax = fabsf(x[j]); max = x[j]; }
@@ -515,7 +515,7 @@ static void g_row_legacy(int type, const float *x, const float *qw, uint8_t *out
             }
             kq_pack(type, out, g_h(d), 0, NULL, NULL, L);
         } else if (!qw) {
-            const int nmax = type == KQ_Q4_1 ? 15 : 31;
+            const int nmax = type == GGML_TYPE_Q4_1 ? 15 : 31;
             float min = x[0], max = x[0];
             for (int j = 1; j < 32; ++j) {
                 if (x[j] < min) min = x[j];
@@ -524,19 +524,20 @@ static void g_row_legacy(int type, const float *x, const float *qw, uint8_t *out
             const float d = (max - min) / nmax, id = d ? 1.0f / d : 0.0f;
             for (int j = 0; j < 32; ++j) {
                 const uint8_t v = (uint8_t)(int8_t)((x[j] - min) * id + 0.5f);
-                L[j] = (type == KQ_Q4_1 && v > 15) ? 15 : v;
+                L[j] = (type == GGML_TYPE_Q4_1 && v > 15) ? 15 : v;
             }
             kq_pack(type, out, g_h(d), g_h(min), NULL, NULL, L);
         } else {
             const float *q = qw + 32 * ib;
             for (int j = 0; j < 32; ++j) w32[j] = q[j] * sqrtf(sigma2 + x[j] * x[j]);
-            if (type == KQ_Q4_0 || type == KQ_Q5_0) {
-                const float d = g_make_qx(32, type == KQ_Q4_0 ? 8 : 16, x, Li, w32);
+            if (type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q5_0) {
+                const float d = g_make_qx(32, type == GGML_TYPE_Q4_0 ? 8 : 16, x, Li, w32);
                 for (int j = 0; j < 32; ++j) L[j] = (uint8_t)Li[j];
                 kq_pack(type, out, g_h(d), 0, NULL, NULL, L);
             } else {
                 float min;
-                const float d = g_make_qkx(32, type == KQ_Q4_1 ? 15 : 31, x, w32, L, &min, Laux, -0.9f, 0.05f, 36, 0);
+                const int nmax = type == GGML_TYPE_Q4_1 ? 15 : 31;
+                const float d = g_make_qkx(32, nmax, x, w32, L, &min, Laux, -0.9f, 0.05f, 36, 0);
                 kq_pack(type, out, g_h(d), g_h(-min), NULL, NULL, L);
             }
         }
@@ -588,19 +589,19 @@ static void g_row_iq4_nl(const float *x, const float *qw, uint8_t *out, int64_t 
         }
         const float id = d ? 1 / d : 0;
         for (int j = 0; j < 32; ++j) L[j] = (uint8_t)g_best_iq4(id * x[j]);
-        kq_pack(KQ_IQ4_NL, out, g_h(d), 0, NULL, NULL, L);
+        kq_pack(GGML_TYPE_IQ4_NL, out, g_h(d), 0, NULL, NULL, L);
     }
 }
 
 /* one row of n values in ggml mode */
 static void g_row(int type, const float *x, const float *qw, uint8_t *out, int64_t n) {
     switch (type) {
-    case KQ_Q2_K: g_row_q2_k(x, qw, out, n); break;
-    case KQ_Q3_K: g_row_q3_k(x, qw, out, n); break;
-    case KQ_Q4_K:
-    case KQ_Q5_K: g_row_q45_k(type, x, qw, out, n); break;
-    case KQ_Q6_K: g_row_q6_k(x, qw, out, n); break;
-    case KQ_IQ4_NL: g_row_iq4_nl(x, qw, out, n); break;
+    case GGML_TYPE_Q2_K: g_row_q2_k(x, qw, out, n); break;
+    case GGML_TYPE_Q3_K: g_row_q3_k(x, qw, out, n); break;
+    case GGML_TYPE_Q4_K:
+    case GGML_TYPE_Q5_K: g_row_q45_k(type, x, qw, out, n); break;
+    case GGML_TYPE_Q6_K: g_row_q6_k(x, qw, out, n); break;
+    case GGML_TYPE_IQ4_NL: g_row_iq4_nl(x, qw, out, n); break;
     default: g_row_legacy(type, x, qw, out, n); break;
     }
 }

@@ -29,26 +29,27 @@ typedef struct { kq_seg seg[4]; int nseg, lloyd, rounds; } kq_cfg;
 static kq_cfg kq_config(int type, int wide) {
     kq_cfg c;
     memset(&c, 0, sizeof c);
-    if (!wide && type == KQ_Q8_0) {
+    if (!wide && type == GGML_TYPE_Q8_0) {
         c = (kq_cfg){{{-0.5f, 0.25f, 5}}, 1, 1, 0};
         return c;
     }
-    if (!wide && (type == KQ_Q4_0 || type == KQ_Q5_0 || type == KQ_Q4_1 || type == KQ_Q5_1)) {
+    if (!wide &&
+        (type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q5_0 || type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1)) {
         c = (kq_cfg){KQ_GRID_NARROW, 1, 0};
         return c;
     }
     switch (type) {
-    case KQ_Q2_K: c = (kq_cfg){{{-2.0f, 0.2f, 21}}, 1, 2, 3}; break;
-    case KQ_Q3_K: c = (kq_cfg){{{-3.0f, 0.4f, 18}}, 1, 1, 2}; break;
-    case KQ_Q4_K: c = (kq_cfg){{{-1.0f, 0.2f, 11}, {-8.0f, 0.5f, 14}, {1.0f, 0.5f, 6}}, 3, 2, 3}; break;
-    case KQ_Q5_K: c = (kq_cfg){KQ_GRID5, 2, 3}; break;
-    case KQ_Q6_K: c = (kq_cfg){{{-1.0f, 0.2f, 11}, {-16.0f, 0.5f, 30}, {1.0f, 1.0f, 8}}, 3, 1, 2}; break;
-    case KQ_Q4_0: c = (kq_cfg){KQ_GRID4, 2, 0}; break;
-    case KQ_Q5_0: c = (kq_cfg){KQ_GRID5, 2, 0}; break;
-    case KQ_Q8_0: c = (kq_cfg){KQ_GRID4, 2, 0}; break;
-    case KQ_Q4_1: c = (kq_cfg){KQ_GRID4, 2, 0}; break;
-    case KQ_Q5_1: c = (kq_cfg){KQ_GRID5, 2, 0}; break;
-    case KQ_IQ4_NL: c = (kq_cfg){{{-20.0f, 1.0f, 41}}, 1, 2, 0}; break;
+    case GGML_TYPE_Q2_K: c = (kq_cfg){{{-2.0f, 0.2f, 21}}, 1, 2, 3}; break;
+    case GGML_TYPE_Q3_K: c = (kq_cfg){{{-3.0f, 0.4f, 18}}, 1, 1, 2}; break;
+    case GGML_TYPE_Q4_K: c = (kq_cfg){{{-1.0f, 0.2f, 11}, {-8.0f, 0.5f, 14}, {1.0f, 0.5f, 6}}, 3, 2, 3}; break;
+    case GGML_TYPE_Q5_K: c = (kq_cfg){KQ_GRID5, 2, 3}; break;
+    case GGML_TYPE_Q6_K: c = (kq_cfg){{{-1.0f, 0.2f, 11}, {-16.0f, 0.5f, 30}, {1.0f, 1.0f, 8}}, 3, 1, 2}; break;
+    case GGML_TYPE_Q4_0: c = (kq_cfg){KQ_GRID4, 2, 0}; break;
+    case GGML_TYPE_Q5_0: c = (kq_cfg){KQ_GRID5, 2, 0}; break;
+    case GGML_TYPE_Q8_0: c = (kq_cfg){KQ_GRID4, 2, 0}; break;
+    case GGML_TYPE_Q4_1: c = (kq_cfg){KQ_GRID4, 2, 0}; break;
+    case GGML_TYPE_Q5_1: c = (kq_cfg){KQ_GRID5, 2, 0}; break;
+    case GGML_TYPE_IQ4_NL: c = (kq_cfg){{{-20.0f, 1.0f, 41}}, 1, 2, 0}; break;
     default: break;
     }
     return c;
@@ -101,7 +102,7 @@ KQ_INL vf S(divsel)(vi m, vf a, vf b, vf other) { return S(sel)(m, a / S(sel)(m,
 
 KQ_INL vf S(h16)(vf v) {
     v = S(clampv)(v, S(splat)(-65504.0f), S(splat)(65504.0f));
-    for (int k = 0; k < NL; ++k) v[k] = kq_f16_to_f32(kq_f32_to_f16(v[k]));
+    for (int k = 0; k < NL; ++k) v[k] = fp16_to_fp32(fp32_to_fp16(v[k]));
     return v;
 }
 
@@ -110,11 +111,11 @@ static void S(nb16)(const vf *vp, vf out[3]) {
     vf v = *vp;
     v = S(clampv)(v, S(splat)(-65504.0f), S(splat)(65504.0f));
     for (int k = 0; k < NL; ++k) {
-        const uint16_t hb = kq_f32_to_f16(v[k]);
+        const uint16_t hb = fp32_to_fp16(v[k]);
         const uint16_t mag = hb & 0x7FFF, sign = hb & 0x8000;
-        out[0][k] = kq_f16_to_f32(hb);
-        out[1][k] = kq_f16_to_f32((uint16_t)((mag > 0 ? mag - 1 : mag) | sign));
-        out[2][k] = kq_f16_to_f32((uint16_t)((mag < 0x7BFF ? mag + 1 : mag) | sign));
+        out[0][k] = fp16_to_fp32(hb);
+        out[1][k] = fp16_to_fp32((uint16_t)((mag > 0 ? mag - 1 : mag) | sign));
+        out[2][k] = fp16_to_fp32((uint16_t)((mag < 0x7BFF ? mag + 1 : mag) | sign));
     }
 }
 
@@ -419,8 +420,9 @@ static void S(q2_polish)(const vf *X, const vf *W, vf *dp, vf dmin, vf *sc, vf *
 }
 
 static void S(k_affine)(int type, const vf *X, const vf *W, kq_params *p) {
-    const int n = type == KQ_Q2_K ? 16 : 32, nmax = type == KQ_Q2_K ? 3 : (type == KQ_Q4_K ? 15 : 31);
-    const int cmax = type == KQ_Q2_K ? 15 : 63, nsub = 256 / n;
+    const int n = type == GGML_TYPE_Q2_K ? 16 : 32;
+    const int nmax = type == GGML_TYPE_Q2_K ? 3 : (type == GGML_TYPE_Q4_K ? 15 : 31);
+    const int cmax = type == GGML_TYPE_Q2_K ? 15 : 63, nsub = 256 / n;
     const vf V0 = S(splat)(0.0f), VNMAX = S(splat)((float)nmax), VCMAX = S(splat)((float)cmax);
     const kq_cfg cfg = kq_config(type, p->wide);
     float grid[KQ_MAX_GRID];
@@ -487,7 +489,7 @@ static void S(k_affine)(int type, const vf *X, const vf *W, kq_params *p) {
         }
         for (int i = 0; i < 256; ++i) p->L[i] = S(sel)(k, L2[i], p->L[i]);
     }
-    if (type == KQ_Q2_K && p->wide) S(q2_polish)(X, W, &d, dmin, p->sc, p->mn, p->L);  /* best mode only */
+    if (type == GGML_TYPE_Q2_K && p->wide) S(q2_polish)(X, W, &d, dmin, p->sc, p->mn, p->L);  /* best mode only */
     p->d = d;
     p->dmin = dmin;
 }
@@ -497,10 +499,10 @@ static void S(k_affine)(int type, const vf *X, const vf *W, kq_params *p) {
 /* v (an fp16 value) moved k fp16 steps in magnitude, same sign, within [0, 65504] */
 KQ_INL vf S(h16step)(vf v, int k) {
     for (int l = 0; l < NL; ++l) {
-        const uint16_t hb = kq_f32_to_f16(v[l]);
+        const uint16_t hb = fp32_to_fp16(v[l]);
         int mag = (int)(hb & 0x7FFF) + k;
         mag = mag < 0 ? 0 : (mag > 0x7BFF ? 0x7BFF : mag);
-        v[l] = kq_f16_to_f32((uint16_t)(mag | (hb & 0x8000)));
+        v[l] = fp16_to_fp32((uint16_t)(mag | (hb & 0x8000)));
     }
     return v;
 }
@@ -583,7 +585,8 @@ static void S(q3_polish)(const vf *X, const vf *W, vf *dp, vf *sc, vf *L) {
 }
 
 static void S(k_sym)(int type, const vf *X, const vf *W, kq_params *p) {
-    const int nh = type == KQ_Q3_K ? 4 : 32, cmin = type == KQ_Q3_K ? -32 : -128, cmax = type == KQ_Q3_K ? 31 : 127;
+    const int q3 = type == GGML_TYPE_Q3_K;
+    const int nh = q3 ? 4 : 32, cmin = q3 ? -32 : -128, cmax = q3 ? 31 : 127;
     const vf VLO = S(splat)((float)-nh), VHI = S(splat)((float)(nh - 1));
     const vf VCMIN = S(splat)((float)cmin), VCMAX = S(splat)((float)cmax);
     const kq_cfg cfg = kq_config(type, p->wide);
@@ -593,7 +596,7 @@ static void S(k_sym)(int type, const vf *X, const vf *W, kq_params *p) {
     vf L2[256];
     for (int j = 0; j < 16; ++j) {
         const vf *xj = X + j * 16, *wj = W + j * 16;
-        S(fit_symmetric)(xj, wj, 16, nh, grid, ngrid, cfg.lloyd, type == KQ_Q6_K, &s[j]);
+        S(fit_symmetric)(xj, wj, 16, nh, grid, ngrid, cfg.lloyd, type == GGML_TYPE_Q6_K, &s[j]);
         const vf is = S(recip)(s[j]);
         vf ws = S(splat)(0.0f);
         for (int i = 0; i < 16; ++i) {
@@ -606,7 +609,7 @@ static void S(k_sym)(int type, const vf *X, const vf *W, kq_params *p) {
     S(code_scales)(s, Ws, 16, cmin, cmax, &d);
     const vf id = S(recip)(d);
     for (int j = 0; j < 16; ++j) sc0[j] = S(rc)(s[j] * id, VCMIN, VCMAX);
-    const int flip = type == KQ_Q3_K;
+    const int flip = type == GGML_TYPE_Q3_K;
     S(pick_sym)(X, W, d, sc0, nh, cmin, cmax, flip, p->sc, p->L, e);
     vf total = S(splat)(0.0f);
     for (int j = 0; j < 16; ++j) total += e[j];
@@ -629,12 +632,12 @@ static void S(k_sym)(int type, const vf *X, const vf *W, kq_params *p) {
         for (int j = 0; j < 16; ++j) p->sc[j] = S(sel)(k, sc2[j], p->sc[j]);
         for (int i = 0; i < 256; ++i) p->L[i] = S(sel)(k, L2[i], p->L[i]);
     }
-    if (type == KQ_Q3_K && p->wide) S(q3_polish)(X, W, &d, p->sc, p->L);  /* best mode only */
+    if (type == GGML_TYPE_Q3_K && p->wide) S(q3_polish)(X, W, &d, p->sc, p->L);  /* best mode only */
     p->d = d;
 }
 
 static void S(legacy_sym)(int type, const vf *X, const vf *W, kq_params *p) {
-    const int nh = type == KQ_Q4_0 ? 8 : (type == KQ_Q5_0 ? 16 : 128);
+    const int nh = type == GGML_TYPE_Q4_0 ? 8 : (type == GGML_TYPE_Q5_0 ? 16 : 128);
     const vf VLO = S(splat)((float)-nh), VHI = S(splat)((float)(nh - 1));
     const kq_cfg cfg = kq_config(type, p->wide);
     float grid[KQ_MAX_GRID];
@@ -660,7 +663,7 @@ static void S(legacy_sym)(int type, const vf *X, const vf *W, kq_params *p) {
 }
 
 static void S(legacy_affine)(int type, const vf *X, const vf *W, kq_params *p) {
-    const int nmax = type == KQ_Q4_1 ? 15 : 31;
+    const int nmax = type == GGML_TYPE_Q4_1 ? 15 : 31;
     const vf V0 = S(splat)(0.0f), VNMAX = S(splat)((float)nmax);
     const kq_cfg cfg = kq_config(type, p->wide);
     float grid[KQ_MAX_GRID];
@@ -708,7 +711,7 @@ KQ_INL void S(iq4_pick)(vf v, const float *mid, const float *step, vf *idx, vf *
 }
 
 static void S(iq4_nl)(const vf *X, const vf *W, kq_params *p) {
-    const kq_cfg cfg = kq_config(KQ_IQ4_NL, p->wide);
+    const kq_cfg cfg = kq_config(GGML_TYPE_IQ4_NL, p->wide);
     float grid[KQ_MAX_GRID], vals[16], mid[15], step[15];
     const int ngrid = kq_grid(&cfg, grid);
     for (int m = 0; m < 16; ++m) vals[m] = (float)KQ_IQ4NL[m];
@@ -771,14 +774,14 @@ static void S(iq4_nl)(const vf *X, const vf *W, kq_params *p) {
 /* one group of NL blocks (X, W: block-length arrays of vf) */
 static void S(search_group)(int type, const vf *X, const vf *W, kq_params *p) {
     switch (type) {
-    case KQ_Q2_K:
-    case KQ_Q4_K:
-    case KQ_Q5_K: S(k_affine)(type, X, W, p); break;
-    case KQ_Q3_K:
-    case KQ_Q6_K: S(k_sym)(type, X, W, p); break;
-    case KQ_Q4_1:
-    case KQ_Q5_1: S(legacy_affine)(type, X, W, p); break;
-    case KQ_IQ4_NL: S(iq4_nl)(X, W, p); break;
+    case GGML_TYPE_Q2_K:
+    case GGML_TYPE_Q4_K:
+    case GGML_TYPE_Q5_K: S(k_affine)(type, X, W, p); break;
+    case GGML_TYPE_Q3_K:
+    case GGML_TYPE_Q6_K: S(k_sym)(type, X, W, p); break;
+    case GGML_TYPE_Q4_1:
+    case GGML_TYPE_Q5_1: S(legacy_affine)(type, X, W, p); break;
+    case GGML_TYPE_IQ4_NL: S(iq4_nl)(X, W, p); break;
     default: S(legacy_sym)(type, X, W, p); break;
     }
 }

@@ -171,13 +171,13 @@ def test_portable_build_of_the_search_writes_the_same_bytes_as_the_simd_one(tmp_
     np.save(tmp_path / "imp.npy", imp)
     script = (
         "import sys, numpy as np; from gguf_tools import _kquant; from gguf_tools.quantize import SUPPORTED, quantize\n"
-        "assert _kquant.simd() == 'generic'\n"
+        "assert _kquant.simd() == 'scalar'\n"
         f"w = np.load(r'{tmp_path}/w.npy'); imp = np.load(r'{tmp_path}/imp.npy')\n"
         "out = [quantize(w if t.name.endswith('_K') else w[:, :96], t, (imp if t.name.endswith('_K') else imp[:96])"
         " if k else None) for t in SUPPORTED for k in (0, 1)]\n"
         f"np.save(r'{tmp_path}/out.npy', np.concatenate([o.ravel() for o in out]))\n"
     )
-    env = dict(os.environ, GGUF_TOOLS_SIMD="generic")
+    env = dict(os.environ, GGUF_TOOLS_SIMD="scalar")
     subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=Path(__file__).resolve().parents[1])
     here = [quantize(w if t.name.endswith("_K") else w[:, :96], t,
                      (imp if t.name.endswith("_K") else imp[:96]) if k else None) for t in SUPPORTED for k in (0, 1)]

@@ -1,7 +1,7 @@
 """A pure-Python reference decoder, CRC-32C and decode plan, for differential tests and the fuzzer.
 
 The reference follows docs/packed-format.md literally (bit by bit, canonical codes, the same
-checks in the same order as native/huffman.c) and shares no code with the C decoder, so the two
+checks in the same order as native/huffman_decode.h) and shares no code with the C decoder, so the two
 agreeing on many random and real streams is evidence that both follow the specification. Nothing
 in the package imports this module.
 """
