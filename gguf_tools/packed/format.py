@@ -1,6 +1,6 @@
 """The packed-GGUF container: fixed header, index, block-field layouts, and their validation.
 
-docs/packed-format.md is the specification; this module is its Python implementation (native/huffman.c
+docs/packed-format.md is the specification; this module is its Python implementation (native/huffman_index.h
 checks the index again, by the same rules, when it builds the decoder's jobs). Parsing treats
 the file as hostile: every count, size and offset is checked against caps and the bytes present
 before anything is allocated, and each failure is one InputError line.
