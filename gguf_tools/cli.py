@@ -1,6 +1,8 @@
 """The `gguf-tools` command: a thin layer over the Python API.
 
-Every failure the user can act on is a typed error mapped to one exit code here, in ``main``.
+Every failure the user can act on is a typed error mapped to one exit code here, in ``main``. Usage errors are
+typer's own: typer (>= 0.26) bundles its own copy of click, so its exceptions are ``typer.TyperException`` and never
+``click.ClickException``; only typer's names are used here.
 """
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ import os
 import sys
 from pathlib import Path
 
-import click
 import typer
 
 from .errors import EXIT_CODES, EXIT_INTERRUPTED, GGUFToolsError, exit_code
@@ -17,9 +18,9 @@ from .errors import EXIT_CODES, EXIT_INTERRUPTED, GGUFToolsError, exit_code
 app = typer.Typer(
     name="gguf-tools",
     help="Convert Hugging Face models to GGUF, inspect them, and run them offline.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: typer's rich help labels every flag `<bool>`, as if it took a value
     epilog="Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()),
 )
 
@@ -28,16 +29,38 @@ def _emit_json(obj: dict) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+def _preset_name(value: str) -> str:
+    """A preset name is checked while parsing, so a typo is a usage error before any file is read."""
+    from .plan import PRESETS
+
+    if value.upper() not in PRESETS:
+        raise typer.BadParameter(f"unknown preset {value!r}; choose one of {', '.join(PRESETS)}")
+    return value
+
+
+def _search_name(value: str) -> str:
+    from .quantize import MODES
+
+    if value not in MODES:
+        raise typer.BadParameter(f"must be one of {', '.join(MODES)}, got {value!r}")
+    return value
+
+
+def _missing(what: str, why: str) -> typer.BadParameter:
+    return typer.BadParameter(why, param_hint=what)
+
+
 @app.command()
 def convert(
     src: str = typer.Argument(..., help="Hugging Face model directory, HF cache entry, or org/name in the HF cache."),
     output: Path | None = typer.Option(None, "-o", "--output", help="GGUF file to write."),
     quant: str = typer.Option("F16", "--quant", "--outtype", "-q",
                               help="Preset: F32 F16 BF16 Q8_0 Q6_K Q5_K_M Q5_K_S Q4_K_M Q4_K_S Q3_K_L Q3_K_M"
-                                   " Q3_K_S Q2_K Q5_1 Q5_0 Q4_1 Q4_0."),
+                                   " Q3_K_S Q2_K Q5_1 Q5_0 Q4_1 Q4_0.", callback=_preset_name),
     imatrix: Path | None = typer.Option(None, "--imatrix", help="Importance matrix (llama.cpp GGUF or .dat)."),
     plan_only: bool = typer.Option(False, "--plan", help="Print the type chosen for every tensor; write nothing."),
-    search: str = typer.Option("default", "--search", help="Block search: default (ours), best (ours, wider and slower) or ggml (bit-exact)."),
+    search: str = typer.Option("default", "--search", callback=_search_name,
+                               help="Block search: default (ours), best (ours, wider and slower) or ggml (bit-exact)."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Read pytorch_model.bin (weights_only)."),
     pre_tokenizer: str | None = typer.Option(None, "--pre-tokenizer", help="Force llama.cpp's pre-tokenizer name."),
     force: bool = typer.Option(True, "--force/--no-overwrite", help="Replace an existing output file."),
@@ -49,8 +72,7 @@ def convert(
     from .convert import convert as run_convert
 
     if output is None and not plan_only:
-        raise click.UsageError("missing option '-o' / '--output' (or use --plan)")
-    _check_search(search)
+        raise _missing("'-o' / '--output'", "required unless --plan is given")
     result = run_convert(
         src,
         None if plan_only else output,
@@ -70,10 +92,11 @@ def convert(
 def quantize(
     src: Path = typer.Argument(..., help="GGUF file (F32/F16/BF16)."),
     output: Path | None = typer.Argument(None, help="GGUF file to write."),
-    quant: str = typer.Option("Q4_K_M", "--quant", "-q", help="Preset, as for convert."),
+    quant: str = typer.Option("Q4_K_M", "--quant", "-q", help="Preset, as for convert.", callback=_preset_name),
     imatrix: Path | None = typer.Option(None, "--imatrix", help="Importance matrix (llama.cpp GGUF or .dat)."),
     plan_only: bool = typer.Option(False, "--plan", help="Print the type chosen for every tensor; write nothing."),
-    search: str = typer.Option("default", "--search", help="Block search: default (ours), best (ours, wider and slower) or ggml (bit-exact)."),
+    search: str = typer.Option("default", "--search", callback=_search_name,
+                               help="Block search: default (ours), best (ours, wider and slower) or ggml (bit-exact)."),
     allow_requantize: bool = typer.Option(False, "--allow-requantize", help="Re-quantize quantized tensors."),
     force: bool = typer.Option(True, "--force/--no-overwrite", help="Replace an existing output file."),
     no_progress: bool = typer.Option(False, "--no-progress"),
@@ -83,19 +106,11 @@ def quantize(
     from .requantize import quantize_gguf
 
     if output is None and not plan_only:
-        raise click.UsageError("missing OUTPUT (or use --plan)")
-    _check_search(search)
+        raise _missing("'OUTPUT'", "required unless --plan is given")
     result = quantize_gguf(src, None if plan_only else output, quant, imatrix=imatrix, mode=search,
                            allow_requantize=allow_requantize, overwrite=force,
                            progress=False if no_progress else None)
     _report(result, plan_only, as_json)
-
-
-def _check_search(search: str) -> None:
-    from .quantize import MODES
-
-    if search not in MODES:
-        raise click.UsageError(f"--search must be one of {', '.join(MODES)}, got {search!r}")
 
 
 def _report(result, plan_only: bool, as_json: bool) -> None:
@@ -154,7 +169,7 @@ def _default_output(src: Path, old: str, new: str) -> Path:
 
 def _check_distinct(src: Path, output: Path) -> None:
     if output.exists() and src.exists() and os.path.samefile(src, output):
-        raise click.UsageError(f"{output} is the input file; choose another output with -o")
+        raise _missing("'-o' / '--output'", f"{output} is the input file; choose another output")
 
 
 @app.command()
@@ -333,33 +348,32 @@ def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """Run the command line; return the exit code (errors.EXIT_CODES) instead of exiting."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     want_json = "--json" in argv
     try:
-        app(args=argv, prog_name="gguf-tools", standalone_mode=False)
-        return 0
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.exceptions.Abort:
-        sys.stderr.write("gguf-tools: interrupted\n")
-        return EXIT_INTERRUPTED
-    except click.ClickException as e:
+        # No arguments is a request for the help, not a mistake. In non-standalone mode typer returns the
+        # code of an exit (--help: 0; Ctrl-C: 130) and None when a command finishes.
+        code = app(args=argv or ["--help"], prog_name="gguf-tools", standalone_mode=False) or 0
+    except typer.TyperException as e:  # a usage error (exit 2): click's own message, no traceback
         e.show()
         return e.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write("gguf-tools: interrupted; no output was left behind\n")
-        return EXIT_INTERRUPTED
+    except (typer.Abort, KeyboardInterrupt):
+        code = EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
-    except (GGUFToolsError, Exception) as e:  # noqa: BLE001 - one line for everything, traceback on request
-        code = exit_code(e)
-        message = str(e) if isinstance(e, GGUFToolsError) else f"internal error: {type(e).__name__}: {e}"
+    except Exception as e:  # one line for everything, traceback on request
         if os.environ.get("GGUF_TOOLS_DEBUG"):
             raise
+        code = exit_code(e)
+        message = str(e) if isinstance(e, GGUFToolsError) else f"internal error: {type(e).__name__}: {e}"
         sys.stderr.write(f"gguf-tools: error: {message}\n")
         if want_json:
             _emit_json({"error": message, "exit_code": code})
         return code
+    if code == EXIT_INTERRUPTED:
+        sys.stderr.write("gguf-tools: interrupted; no output was left behind\n")
+    return code
 
 
 def entry() -> None:

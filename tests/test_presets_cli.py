@@ -180,7 +180,7 @@ def test_non_finite_weights_in_a_gguf_are_one_error_naming_the_tensor(tmp_path, 
 def test_an_unknown_search_is_a_usage_error_and_best_is_recorded(tmp_path, capsys, tiny_f16):
     out = tmp_path / "q.gguf"
     code, _, err = run(capsys, "quantize", str(tiny_f16), str(out), "--quant", "Q5_0", "--search", "fastest")
-    assert code == 2 and "--search must be one of default, best, ggml" in err
+    assert code == 2 and "Invalid value for '--search': must be one of default, best, ggml" in err
     assert not out.exists()
     code, _, err = run(capsys, "quantize", str(tiny_f16), str(out), "--quant", "Q5_0", "--search", "best",
                        "--no-progress")
