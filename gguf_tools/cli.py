@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 
 from .errors import EXIT_CODES, EXIT_INTERRUPTED, GGUFToolsError, exit_code
+from .system import MAX_THREADS
 
 app = typer.Typer(
     name="gguf-tools",
@@ -44,6 +45,11 @@ def _search_name(value: str) -> str:
     if value not in MODES:
         raise typer.BadParameter(f"must be one of {', '.join(MODES)}, got {value!r}")
     return value
+
+
+def _threads_option():
+    return typer.Option(None, "--threads", min=1, max=MAX_THREADS,
+                        help="Default: the physical cores this process may use (`gguf-tools doctor` shows it).")
 
 
 def _missing(what: str, why: str) -> typer.BadParameter:
@@ -176,7 +182,7 @@ def _check_distinct(src: Path, output: Path) -> None:
 def pack(
     src: Path = typer.Argument(..., help="GGUF file."),
     output: Path | None = typer.Option(None, "-o", "--output", help=f"Packed file (default: SRC with {PACKED_SUFFIX})."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="Default: all available cores."),
+    threads: int | None = _threads_option(),
     smallest: bool = typer.Option(False, "--smallest",
                                   help="Code every field that saves a byte: a little smaller, about twice as slow to load."),
     as_json: bool = typer.Option(False, "--json"),
@@ -200,7 +206,7 @@ def pack(
 def unpack(
     src: Path = typer.Argument(..., help="Packed file."),
     output: Path | None = typer.Option(None, "-o", "--output", help="GGUF file (default: SRC with .gguf)."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="Default: all available cores."),
+    threads: int | None = _threads_option(),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Restore the original GGUF byte for byte (its sha256 is checked before the file appears)."""
@@ -223,7 +229,7 @@ def run(
     temp: float = typer.Option(0.0, "--temp", min=0.0, help="0 = greedy."),
     seed: int = typer.Option(0, "--seed"),
     ctx: int = typer.Option(2048, "--ctx", min=16),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="Default: physical cores."),
+    threads: int | None = _threads_option(),
 ) -> None:
     """Stream a completion of PROMPT."""
     from gguf_runtime import Model
@@ -243,7 +249,7 @@ def chat(
     temp: float = typer.Option(0.7, "--temp", min=0.0),
     seed: int = typer.Option(0, "--seed"),
     ctx: int = typer.Option(4096, "--ctx", min=64),
-    threads: int | None = typer.Option(None, "--threads", min=1),
+    threads: int | None = _threads_option(),
 ) -> None:
     """Chat with a model in the terminal, using its own chat template. Empty line or Ctrl-D ends."""
     from gguf_runtime import Model
@@ -275,7 +281,7 @@ def eval_(
     text: Path = typer.Option(..., "--text", help="UTF-8 text to score on."),
     ctx: int = typer.Option(512, "--ctx", min=16),
     chunks: int | None = typer.Option(None, "--chunks", min=1, help="Score at most this many chunks."),
-    threads: int | None = typer.Option(None, "--threads", min=1),
+    threads: int | None = _threads_option(),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """KL divergence, top-1 agreement and perplexity of CANDIDATE against --ref."""
@@ -310,7 +316,7 @@ def imatrix(
     output: Path = typer.Option(..., "-o", "--output", help="Importance matrix to write (GGUF form)."),
     ctx: int = typer.Option(512, "--ctx", min=16, help="Tokens per chunk."),
     chunks: int | None = typer.Option(None, "--chunks", min=1, help="Run at most this many chunks."),
-    threads: int | None = typer.Option(None, "--threads", min=1),
+    threads: int | None = _threads_option(),
     include_output: bool = typer.Option(False, "--process-output", help="Also record output.weight."),
     no_progress: bool = typer.Option(False, "--no-progress"),
     as_json: bool = typer.Option(False, "--json"),

@@ -66,6 +66,7 @@ def test_an_option_without_its_value_is_a_usage_error(capsys, command):
 @pytest.mark.parametrize(("args", "words"), [
     (["pack", "m.gguf", "--threads", "abc"], ["'--threads'"]),
     (["pack", "m.gguf", "--threads", "0"], ["'--threads'"]),
+    (["unpack", "m.ggpk", "--threads", "100000"], ["'--threads'"]),
     (["run", "m.gguf", "-p", "hi", "--threads", "abc"], ["'--threads'"]),
     (["run", "m.gguf", "-p", "hi", "--temp", "-1"], ["'--temp'"]),
     (["eval", "m.gguf", "--ref", "r.gguf", "--text", "t.txt", "--ctx", "many"], ["'--ctx'"]),

@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import InputError, ResourceError, UnsupportedError
 from ..files import atomic_output
 from ..gguf_file.header import GGUFView, TensorInfo, parse_gguf_header
+from ..system import check_threads
 from .codes import code_lengths, coded_bits
 from .format import (
     CHUNK_DTYPE,
@@ -91,17 +92,6 @@ def _native():
     except ImportError as e:  # pragma: no cover - a broken install, not bad input
         raise UnsupportedError(f"the native Huffman module is not built ({e}); run `make native`") from None
     return _huffman
-
-
-def _threads(threads: int | None) -> int:
-    if threads is not None:
-        if threads < 1:
-            raise ValueError("threads must be at least 1")
-        return threads
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 # ---------------------------------------------------------------- public data
@@ -254,7 +244,7 @@ class _Packed:
             mv.release()
         jobs, words, tables = self.plan()
         try:
-            _native().decode(self.mm, dst, jobs, words, tables, threads=_threads(threads), verify_crc=verify_crc)
+            _native().decode(self.mm, dst, jobs, words, tables, threads=check_threads(threads), verify_crc=verify_crc)
         except ValueError as e:
             raise InputError(f"{self.path}: corrupt packed data: {e}") from None
         except MemoryError:
@@ -266,7 +256,7 @@ class _Packed:
         h = self.header
         jobs, words, tables = self.plan()
         try:
-            _native().decode_to_fd(self.mm, fd, h.original_size, jobs, words, tables, threads=_threads(threads))
+            _native().decode_to_fd(self.mm, fd, h.original_size, jobs, words, tables, threads=check_threads(threads))
         except ValueError as e:
             raise InputError(f"{self.path}: corrupt packed data: {e}") from None
         except MemoryError:
@@ -657,7 +647,7 @@ def pack(src: str | os.PathLike, dst: str | os.PathLike, *, threads: int | None 
     src, dst = Path(src), Path(dst)
     what = str(src)
     native = _native()
-    n_threads = _threads(threads)
+    n_threads = check_threads(threads)
     if not src.is_file():
         raise InputError(f"{what}: no such file")
     if is_packed(src):

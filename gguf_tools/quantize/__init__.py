@@ -14,12 +14,11 @@ reference (`impl="numpy"`) that produces identical bytes; the C path is used whe
 """
 from __future__ import annotations
 
-import os
-
 import gguf
 import numpy as np
 
 from ..errors import InputError, UnsupportedError
+from ..system import check_threads
 from . import ggml_port, search
 
 Q = gguf.GGMLQuantizationType
@@ -113,8 +112,7 @@ def quantize(w: np.ndarray, qtype: Q, imatrix: np.ndarray | None = None, *, mode
         if _kquant is None:
             raise UnsupportedError("the native extension gguf_tools._kquant is not built")
         out = np.empty((rows, nbytes), dtype=np.uint8)
-        nthreads = threads if threads is not None else (os.cpu_count() or 1)
-        _kquant.quantize(w, out, n, int(qtype), weights, _NATIVE_MODE[mode], max(1, int(nthreads)))
+        _kquant.quantize(w, out, n, int(qtype), weights, _NATIVE_MODE[mode], check_threads(threads))
         return out
     if mode == "ggml":
         return ggml_port.quantize_ggml(w, qtype, weights)
