@@ -6,15 +6,22 @@ typer's own: typer (>= 0.26) bundles its own copy of click, so its exceptions ar
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from .errors import EXIT_CODES, EXIT_INTERRUPTED, GGUFToolsError, exit_code
 from .system import MAX_THREADS
+
+if TYPE_CHECKING:  # the pipelines load only when a command runs: the CLI starts fast
+    from .pipeline import Progress, WriteResult
+    from .plan import Plan
 
 app = typer.Typer(
     name="gguf-tools",
@@ -40,10 +47,10 @@ def _preset_name(value: str) -> str:
 
 
 def _search_name(value: str) -> str:
-    from .quantize import MODES
+    from .quantize import SEARCHES
 
-    if value not in MODES:
-        raise typer.BadParameter(f"must be one of {', '.join(MODES)}, got {value!r}")
+    if value not in SEARCHES:
+        raise typer.BadParameter(f"must be one of {', '.join(SEARCHES)}, got {value!r}")
     return value
 
 
@@ -79,18 +86,19 @@ def convert(
 
     if output is None and not plan_only:
         raise _missing("'-o' / '--output'", "required unless --plan is given")
-    result = run_convert(
-        src,
-        None if plan_only else output,
-        quant=quant,
-        imatrix=imatrix,
-        mode=search,
-        allow_pickle=allow_pickle,
-        overwrite=force,
-        progress=False if no_progress else None,
-        pre_tokenizer=pre_tokenizer,
-        pack=pack_output,
-    )
+    with _progress_bar(not no_progress and not plan_only) as progress:
+        result = run_convert(
+            src,
+            None if plan_only else output,
+            quant=quant,
+            imatrix=imatrix,
+            search=search,
+            allow_pickle=allow_pickle,
+            overwrite=force,
+            progress=progress,
+            pre_tokenizer=pre_tokenizer,
+            pack=pack_output,
+        )
     _report(result, plan_only, as_json)
 
 
@@ -113,14 +121,37 @@ def quantize(
 
     if output is None and not plan_only:
         raise _missing("'OUTPUT'", "required unless --plan is given")
-    result = quantize_gguf(src, None if plan_only else output, quant, imatrix=imatrix, mode=search,
-                           allow_requantize=allow_requantize, overwrite=force,
-                           progress=False if no_progress else None)
+    with _progress_bar(not no_progress and not plan_only) as progress:
+        result = quantize_gguf(src, None if plan_only else output, quant, imatrix=imatrix, search=search,
+                               allow_requantize=allow_requantize, overwrite=force, progress=progress)
     _report(result, plan_only, as_json)
 
 
-def _report(result, plan_only: bool, as_json: bool) -> None:
-    for note in getattr(result, "notes", []):
+@contextlib.contextmanager
+def _progress_bar(wanted: bool) -> Iterator[Progress | None]:
+    """A progress callback that draws a tqdm bar on stderr (a terminal only); the library never draws."""
+    if not wanted or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="writing", file=sys.stderr)
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _report(result: WriteResult, plan_only: bool, as_json: bool) -> None:
+    for note in result.notes:
         sys.stderr.write(f"gguf-tools: note: {note}\n")
     if plan_only:
         _show_plan(result.plan, as_json)
@@ -128,7 +159,7 @@ def _report(result, plan_only: bool, as_json: bool) -> None:
         _emit_json(result.as_dict())
     else:
         types = ", ".join(f"{k} x{v}" for k, v in sorted(result.types.items()))
-        packed = getattr(result, "packed_size", None)
+        packed = result.packed_size
         size = f"{result.size / 2**20:.1f} MiB" if packed is None else \
             f"{packed / 2**20:.1f} MiB packed from {result.size / 2**20:.1f} MiB"
         typer.echo(
@@ -137,12 +168,12 @@ def _report(result, plan_only: bool, as_json: bool) -> None:
         )
 
 
-def _show_plan(plan, as_json: bool) -> None:
+def _show_plan(plan: Plan, as_json: bool) -> None:
     from .plan import bits_per_weight, explain, format_table
 
     rows = explain(plan)
     if as_json:
-        _emit_json({"preset": plan.preset.name if hasattr(plan.preset, "name") else str(plan.preset),
+        _emit_json({"preset": plan.preset.name,
                     "bits_per_weight": bits_per_weight(plan),
                     "tensors": [vars(r) for r in rows]})
     else:
