@@ -133,3 +133,18 @@ def test_the_installed_command_exits_2_on_an_unknown_option_without_internal_err
     assert proc.stdout == ""
     assert "Error: No such option: --bogus" in proc.stderr
     assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_package_root_is_the_api_and_imports_its_functions_on_first_use():
+    code = ("import sys, gguf_tools; heavy = [m for m in ('numpy', 'gguf_tools.convert') if m in sys.modules]; "
+            "from gguf_tools.convert import convert; import gguf_tools.convert; "
+            "assert gguf_tools.convert is convert, gguf_tools.convert; "
+            "from gguf_tools import *; print(heavy, sorted(gguf_tools.__all__))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    heavy, names = proc.stdout.split("] ")
+    assert heavy == "["
+    for name in ("convert", "quantize_gguf", "pack", "unpack", "describe", "load_imatrix", "collect_imatrix",
+                 "InputError", "UnsupportedError", "OutputError", "ResourceError", "GGUFToolsError", "__version__"):
+        assert repr(name) in names
