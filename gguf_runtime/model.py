@@ -12,7 +12,7 @@ import psutil
 from gguf_tools.errors import InputError, ResourceError
 from gguf_tools.gguf_file.header import parse_gguf_header
 from gguf_tools.packed import is_packed
-from gguf_tools.system import check_threads, default_threads  # noqa: F401 - default_threads: gguf_runtime API
+from gguf_tools.system import check_threads
 
 from .chat_template import FALLBACK, render
 from .llama_load import LlamaSource, llama_source, new_llama
