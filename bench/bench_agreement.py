@@ -30,7 +30,7 @@ def _made(name: str, src: Path, preset: str) -> Path:
     path = WORK / f"{name}-{preset}.gguf"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        quantize_gguf(src, path, preset, allow_requantize=preset == "F16", progress=False)
+        quantize_gguf(src, path, preset, allow_requantize=preset == "F16")
     return path
 
 

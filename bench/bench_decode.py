@@ -32,7 +32,7 @@ def smollm2_q4_k_m() -> Path:
     path = CACHE / "bench" / "decode" / "SmolLM2-135M-Instruct-Q4_K_M.gguf"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        convert(smollm2_checkpoint(), path, quant="Q4_K_M", progress=False)
+        convert(smollm2_checkpoint(), path, quant="Q4_K_M")
     return path
 
 

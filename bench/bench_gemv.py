@@ -17,6 +17,7 @@ import gguf
 import numpy as np
 
 from gguf_tools.engine import kernels
+from gguf_tools.system import default_threads
 
 QT = gguf.GGMLQuantizationType
 TYPES = (QT.Q4_K, QT.Q6_K, QT.Q8_0)
@@ -70,7 +71,7 @@ def measure(qt: QT, w: np.ndarray, threads: int, simd: str, rng: np.random.Gener
 
 def run() -> str:
     rng = np.random.default_rng(0)
-    thread_counts = sorted({1, min(2, kernels.default_threads()), kernels.default_threads()})
+    thread_counts = sorted({1, min(2, default_threads()), default_threads()})
     # the best path, and AVX2 too where AVX-512 is best: most laptops only have AVX2
     paths = [kernels.simd_level()]
     if paths[0] == "avx512":

@@ -52,7 +52,7 @@ def f16_reference() -> Path:
     dest = WORK / "smollm2-135m-f16.gguf"
     if not dest.exists():
         WORK.mkdir(parents=True, exist_ok=True)
-        quantize_gguf(smollm2_gguf(), dest, "F16", allow_requantize=True, progress=False)
+        quantize_gguf(smollm2_gguf(), dest, "F16", allow_requantize=True)
     return dest
 
 
@@ -124,12 +124,12 @@ def llama_quantize(src: Path, dst: Path, preset: str, imatrix: Path | None, thre
 
 
 def our_quantize(src: Path, dst: Path, preset: str, imatrix: Path | None, threads: int = THREADS,
-                 mode: str = "default") -> float:
+                 search: str = "default") -> float:
     """quantize_gguf(src -> dst) with `threads` search threads; wall seconds."""
     from gguf_tools.requantize import quantize_gguf
 
     start = time.perf_counter()
-    quantize_gguf(src, dst, preset, imatrix=imatrix, mode=mode, progress=False, threads=threads)
+    quantize_gguf(src, dst, preset, imatrix=imatrix, search=search, threads=threads)
     return time.perf_counter() - start
 
 

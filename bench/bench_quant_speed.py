@@ -32,8 +32,8 @@ def run(*, presets: tuple[str, ...] = ("Q4_K_M",), repeats: int = 3, threads: in
         tools = {
             "llama.cpp (llama_model_quantize)": lambda out=out, preset=preset: llama_quantize(f16, out, preset, None, threads),
             "ours, default search": lambda out=out, preset=preset: our_quantize(f16, out, preset, None, threads),
-            "ours, --search best": lambda out=out, preset=preset: our_quantize(f16, out, preset, None, threads, mode="best"),
-            "ours, --search ggml": lambda out=out, preset=preset: our_quantize(f16, out, preset, None, threads, mode="ggml"),
+            "ours, --search best": lambda out=out, preset=preset: our_quantize(f16, out, preset, None, threads, search="best"),
+            "ours, --search ggml": lambda out=out, preset=preset: our_quantize(f16, out, preset, None, threads, search="ggml"),
         }
         times: dict[str, list[float]] = {name: [] for name in tools}
         for _ in range(repeats):

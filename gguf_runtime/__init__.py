@@ -1,4 +1,6 @@
 """Running GGUF models offline: a small API over llama-cpp-python."""
-from .model import Model, default_threads
+from gguf_tools.system import default_threads
+
+from .model import Model
 
 __all__ = ["Model", "default_threads"]

@@ -40,12 +40,12 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 def _load(path: Path, ctx: int, threads: int | None):
     import llama_cpp
 
-    from .model import default_threads
+    from gguf_tools.system import check_threads
 
     if not Path(path).is_file():
         raise InputError(f"{path}: no such model file")
     return llama_cpp.Llama(
-        str(path), n_ctx=ctx, n_batch=ctx, n_threads=threads or default_threads(), logits_all=True, verbose=False
+        str(path), n_ctx=ctx, n_batch=ctx, n_threads=check_threads(threads), logits_all=True, verbose=False
     )
 
 

@@ -12,19 +12,10 @@ import psutil
 from gguf_tools.errors import InputError, ResourceError
 from gguf_tools.gguf_file.header import parse_gguf_header
 from gguf_tools.packed import is_packed
+from gguf_tools.system import check_threads
 
 from .chat_template import FALLBACK, render
 from .llama_load import LlamaSource, llama_source, new_llama
-
-
-def default_threads() -> int:
-    """Physical cores: hyper-threads slow llama.cpp's matmuls down rather than up."""
-    physical = psutil.cpu_count(logical=False) or os.cpu_count() or 1
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:
-        available = physical
-    return max(1, min(physical, available))
 
 
 def memory_needed(path: Path, n_ctx: int, meta: dict) -> int:
@@ -65,7 +56,7 @@ class Model:
         with open(self.path, "rb") as fh:
             if fh.read(4) != b"GGUF" and not is_packed(self.path):
                 raise InputError(f"{self.path}: not a GGUF file")
-        self.threads = threads or default_threads()
+        self.threads = check_threads(threads)
         # A packed file decodes into memory (a memfd on Linux) while llama.cpp reads its header;
         # llama.cpp's mapping keeps the decoded bytes alive after the block closes our handle.
         with llama_source(self.path, threads=self.threads) as source:

@@ -1,25 +1,34 @@
 """The `gguf-tools` command: a thin layer over the Python API.
 
-Every failure the user can act on is a typed error mapped to one exit code here, in ``main``.
+Every failure the user can act on is a typed error mapped to one exit code here, in ``main``. Usage errors are
+typer's own: typer (>= 0.26) bundles its own copy of click, so its exceptions are ``typer.TyperException`` and never
+``click.ClickException``; only typer's names are used here.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import click
 import typer
 
 from .errors import EXIT_CODES, EXIT_INTERRUPTED, GGUFToolsError, exit_code
+from .system import MAX_THREADS
+
+if TYPE_CHECKING:  # the pipelines load only when a command runs: the CLI starts fast
+    from .pipeline import Progress, WriteResult
+    from .plan import Plan
 
 app = typer.Typer(
     name="gguf-tools",
     help="Convert Hugging Face models to GGUF, inspect them, and run them offline.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: typer's rich help labels every flag `<bool>`, as if it took a value
     epilog="Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()),
 )
 
@@ -28,16 +37,43 @@ def _emit_json(obj: dict) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+def _preset_name(value: str) -> str:
+    """A preset name is checked while parsing, so a typo is a usage error before any file is read."""
+    from .plan import PRESETS
+
+    if value.upper() not in PRESETS:
+        raise typer.BadParameter(f"unknown preset {value!r}; choose one of {', '.join(PRESETS)}")
+    return value
+
+
+def _search_name(value: str) -> str:
+    from .quantize import SEARCHES
+
+    if value not in SEARCHES:
+        raise typer.BadParameter(f"must be one of {', '.join(SEARCHES)}, got {value!r}")
+    return value
+
+
+def _threads_option():
+    return typer.Option(None, "--threads", min=1, max=MAX_THREADS,
+                        help="Default: the physical cores this process may use (`gguf-tools doctor` shows it).")
+
+
+def _missing(what: str, why: str) -> typer.BadParameter:
+    return typer.BadParameter(why, param_hint=what)
+
+
 @app.command()
 def convert(
     src: str = typer.Argument(..., help="Hugging Face model directory, HF cache entry, or org/name in the HF cache."),
     output: Path | None = typer.Option(None, "-o", "--output", help="GGUF file to write."),
     quant: str = typer.Option("F16", "--quant", "--outtype", "-q",
                               help="Preset: F32 F16 BF16 Q8_0 Q6_K Q5_K_M Q5_K_S Q4_K_M Q4_K_S Q3_K_L Q3_K_M"
-                                   " Q3_K_S Q2_K Q5_1 Q5_0 Q4_1 Q4_0."),
+                                   " Q3_K_S Q2_K Q5_1 Q5_0 Q4_1 Q4_0.", callback=_preset_name),
     imatrix: Path | None = typer.Option(None, "--imatrix", help="Importance matrix (llama.cpp GGUF or .dat)."),
     plan_only: bool = typer.Option(False, "--plan", help="Print the type chosen for every tensor; write nothing."),
-    search: str = typer.Option("default", "--search", help="Block search: default (ours), best (ours, wider and slower) or ggml (bit-exact)."),
+    search: str = typer.Option("default", "--search", callback=_search_name,
+                               help="Block search: default (ours), best (ours, wider and slower) or ggml (bit-exact)."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Read pytorch_model.bin (weights_only)."),
     pre_tokenizer: str | None = typer.Option(None, "--pre-tokenizer", help="Force llama.cpp's pre-tokenizer name."),
     force: bool = typer.Option(True, "--force/--no-overwrite", help="Replace an existing output file."),
@@ -49,20 +85,20 @@ def convert(
     from .convert import convert as run_convert
 
     if output is None and not plan_only:
-        raise click.UsageError("missing option '-o' / '--output' (or use --plan)")
-    _check_search(search)
-    result = run_convert(
-        src,
-        None if plan_only else output,
-        quant=quant,
-        imatrix=imatrix,
-        mode=search,
-        allow_pickle=allow_pickle,
-        overwrite=force,
-        progress=False if no_progress else None,
-        pre_tokenizer=pre_tokenizer,
-        pack=pack_output,
-    )
+        raise _missing("'-o' / '--output'", "required unless --plan is given")
+    with _progress_bar(not no_progress and not plan_only) as progress:
+        result = run_convert(
+            src,
+            None if plan_only else output,
+            quant=quant,
+            imatrix=imatrix,
+            search=search,
+            allow_pickle=allow_pickle,
+            overwrite=force,
+            progress=progress,
+            pre_tokenizer=pre_tokenizer,
+            pack=pack_output,
+        )
     _report(result, plan_only, as_json)
 
 
@@ -70,10 +106,11 @@ def convert(
 def quantize(
     src: Path = typer.Argument(..., help="GGUF file (F32/F16/BF16)."),
     output: Path | None = typer.Argument(None, help="GGUF file to write."),
-    quant: str = typer.Option("Q4_K_M", "--quant", "-q", help="Preset, as for convert."),
+    quant: str = typer.Option("Q4_K_M", "--quant", "-q", help="Preset, as for convert.", callback=_preset_name),
     imatrix: Path | None = typer.Option(None, "--imatrix", help="Importance matrix (llama.cpp GGUF or .dat)."),
     plan_only: bool = typer.Option(False, "--plan", help="Print the type chosen for every tensor; write nothing."),
-    search: str = typer.Option("default", "--search", help="Block search: default (ours), best (ours, wider and slower) or ggml (bit-exact)."),
+    search: str = typer.Option("default", "--search", callback=_search_name,
+                               help="Block search: default (ours), best (ours, wider and slower) or ggml (bit-exact)."),
     allow_requantize: bool = typer.Option(False, "--allow-requantize", help="Re-quantize quantized tensors."),
     force: bool = typer.Option(True, "--force/--no-overwrite", help="Replace an existing output file."),
     no_progress: bool = typer.Option(False, "--no-progress"),
@@ -83,23 +120,38 @@ def quantize(
     from .requantize import quantize_gguf
 
     if output is None and not plan_only:
-        raise click.UsageError("missing OUTPUT (or use --plan)")
-    _check_search(search)
-    result = quantize_gguf(src, None if plan_only else output, quant, imatrix=imatrix, mode=search,
-                           allow_requantize=allow_requantize, overwrite=force,
-                           progress=False if no_progress else None)
+        raise _missing("'OUTPUT'", "required unless --plan is given")
+    with _progress_bar(not no_progress and not plan_only) as progress:
+        result = quantize_gguf(src, None if plan_only else output, quant, imatrix=imatrix, search=search,
+                               allow_requantize=allow_requantize, overwrite=force, progress=progress)
     _report(result, plan_only, as_json)
 
 
-def _check_search(search: str) -> None:
-    from .quantize import MODES
+@contextlib.contextmanager
+def _progress_bar(wanted: bool) -> Iterator[Progress | None]:
+    """A progress callback that draws a tqdm bar on stderr (a terminal only); the library never draws."""
+    if not wanted or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
 
-    if search not in MODES:
-        raise click.UsageError(f"--search must be one of {', '.join(MODES)}, got {search!r}")
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="writing", file=sys.stderr)
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
 
 
-def _report(result, plan_only: bool, as_json: bool) -> None:
-    for note in getattr(result, "notes", []):
+def _report(result: WriteResult, plan_only: bool, as_json: bool) -> None:
+    for note in result.notes:
         sys.stderr.write(f"gguf-tools: note: {note}\n")
     if plan_only:
         _show_plan(result.plan, as_json)
@@ -107,7 +159,7 @@ def _report(result, plan_only: bool, as_json: bool) -> None:
         _emit_json(result.as_dict())
     else:
         types = ", ".join(f"{k} x{v}" for k, v in sorted(result.types.items()))
-        packed = getattr(result, "packed_size", None)
+        packed = result.packed_size
         size = f"{result.size / 2**20:.1f} MiB" if packed is None else \
             f"{packed / 2**20:.1f} MiB packed from {result.size / 2**20:.1f} MiB"
         typer.echo(
@@ -116,12 +168,12 @@ def _report(result, plan_only: bool, as_json: bool) -> None:
         )
 
 
-def _show_plan(plan, as_json: bool) -> None:
+def _show_plan(plan: Plan, as_json: bool) -> None:
     from .plan import bits_per_weight, explain, format_table
 
     rows = explain(plan)
     if as_json:
-        _emit_json({"preset": plan.preset.name if hasattr(plan.preset, "name") else str(plan.preset),
+        _emit_json({"preset": plan.preset.name,
                     "bits_per_weight": bits_per_weight(plan),
                     "tensors": [vars(r) for r in rows]})
     else:
@@ -151,14 +203,14 @@ def _default_output(src: Path, old: str, new: str) -> Path:
 
 def _check_distinct(src: Path, output: Path) -> None:
     if output.exists() and src.exists() and os.path.samefile(src, output):
-        raise click.UsageError(f"{output} is the input file; choose another output with -o")
+        raise _missing("'-o' / '--output'", f"{output} is the input file; choose another output")
 
 
 @app.command()
 def pack(
     src: Path = typer.Argument(..., help="GGUF file."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Packed file (default: SRC with .ggpk)."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="Default: all available cores."),
+    threads: int | None = _threads_option(),
     smallest: bool = typer.Option(False, "--smallest",
                                   help="Code every field that saves a byte: a little smaller, about twice as slow to load."),
     as_json: bool = typer.Option(False, "--json"),
@@ -182,7 +234,7 @@ def pack(
 def unpack(
     src: Path = typer.Argument(..., help="Packed file."),
     output: Path | None = typer.Option(None, "-o", "--output", help="GGUF file (default: SRC with .gguf)."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="Default: all available cores."),
+    threads: int | None = _threads_option(),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Restore the original GGUF byte for byte (its sha256 is checked before the file appears)."""
@@ -206,7 +258,7 @@ def run(
     temp: float = typer.Option(0.0, "--temp", min=0.0, help="0 = greedy."),
     seed: int = typer.Option(0, "--seed"),
     ctx: int = typer.Option(2048, "--ctx", min=16),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="Default: physical cores."),
+    threads: int | None = _threads_option(),
 ) -> None:
     """Stream a completion of PROMPT."""
     from gguf_runtime import Model
@@ -226,7 +278,7 @@ def chat(
     temp: float = typer.Option(0.7, "--temp", min=0.0),
     seed: int = typer.Option(0, "--seed"),
     ctx: int = typer.Option(4096, "--ctx", min=64),
-    threads: int | None = typer.Option(None, "--threads", min=1),
+    threads: int | None = _threads_option(),
 ) -> None:
     """Chat with a model in the terminal, using its own chat template. Empty line or Ctrl-D ends."""
     from gguf_runtime import Model
@@ -258,7 +310,7 @@ def eval_(
     text: Path = typer.Option(..., "--text", help="UTF-8 text to score on."),
     ctx: int = typer.Option(512, "--ctx", min=16),
     chunks: int | None = typer.Option(None, "--chunks", min=1, help="Score at most this many chunks."),
-    threads: int | None = typer.Option(None, "--threads", min=1),
+    threads: int | None = _threads_option(),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """KL divergence, top-1 agreement and perplexity of CANDIDATE against --ref."""
@@ -293,7 +345,7 @@ def imatrix(
     output: Path = typer.Option(..., "-o", "--output", help="Importance matrix to write (GGUF form)."),
     ctx: int = typer.Option(512, "--ctx", min=16, help="Tokens per chunk."),
     chunks: int | None = typer.Option(None, "--chunks", min=1, help="Run at most this many chunks."),
-    threads: int | None = typer.Option(None, "--threads", min=1),
+    threads: int | None = _threads_option(),
     include_output: bool = typer.Option(False, "--process-output", help="Also record output.weight."),
     no_progress: bool = typer.Option(False, "--no-progress"),
     as_json: bool = typer.Option(False, "--json"),
@@ -331,33 +383,32 @@ def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """Run the command line; return the exit code (errors.EXIT_CODES) instead of exiting."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     want_json = "--json" in argv
     try:
-        app(args=argv, prog_name="gguf-tools", standalone_mode=False)
-        return 0
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.exceptions.Abort:
-        sys.stderr.write("gguf-tools: interrupted\n")
-        return EXIT_INTERRUPTED
-    except click.ClickException as e:
+        # No arguments is a request for the help, not a mistake. In non-standalone mode typer returns the
+        # code of an exit (--help: 0; Ctrl-C: 130) and None when a command finishes.
+        code = app(args=argv or ["--help"], prog_name="gguf-tools", standalone_mode=False) or 0
+    except typer.TyperException as e:  # a usage error (exit 2): click's own message, no traceback
         e.show()
         return e.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write("gguf-tools: interrupted; no output was left behind\n")
-        return EXIT_INTERRUPTED
+    except (typer.Abort, KeyboardInterrupt):
+        code = EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
-    except (GGUFToolsError, Exception) as e:  # noqa: BLE001 - one line for everything, traceback on request
-        code = exit_code(e)
-        message = str(e) if isinstance(e, GGUFToolsError) else f"internal error: {type(e).__name__}: {e}"
+    except Exception as e:  # one line for everything, traceback on request
         if os.environ.get("GGUF_TOOLS_DEBUG"):
             raise
+        code = exit_code(e)
+        message = str(e) if isinstance(e, GGUFToolsError) else f"internal error: {type(e).__name__}: {e}"
         sys.stderr.write(f"gguf-tools: error: {message}\n")
         if want_json:
             _emit_json({"error": message, "exit_code": code})
         return code
+    if code == EXIT_INTERRUPTED:
+        sys.stderr.write("gguf-tools: interrupted; no output was left behind\n")
+    return code
 
 
 def entry() -> None:

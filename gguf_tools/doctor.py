@@ -55,6 +55,7 @@ def diagnose() -> dict:
     from . import __version__
     from .engine import kernels
     from .quantize import native_available
+    from .system import default_threads
 
     cache = cache_dir()
     return {
@@ -66,7 +67,7 @@ def diagnose() -> dict:
             "available": list(kernels.available_levels()),
             "forced_by_env": os.environ.get(kernels.SIMD_ENV) or None,
         },
-        "threads_default": kernels.default_threads(),
+        "threads_default": default_threads(),
         "native_quantizer": native_available(),
         "versions": {d: _version(d) for d in ("gguf", "numpy", "llama_cpp_python")},
         "llama_cpp": probe_llama_cpp(),

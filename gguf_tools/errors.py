@@ -32,7 +32,6 @@ class ResourceError(GGUFToolsError):
     exit_code = 6
 
 
-EXIT_OK = 0
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES = {

@@ -54,10 +54,13 @@ def release_pages(view: np.ndarray) -> None:
     if mm is None or view.nbytes == 0 or not hasattr(mmap, "MADV_DONTNEED"):
         return
     origin = np.frombuffer(mm, dtype=np.uint8, count=1).__array_interface__["data"][0]
-    low, high = np.lib.array_utils.byte_bounds(view)
+    low, high = _byte_bounds(view)
     start = (low - origin) // mmap.PAGESIZE * mmap.PAGESIZE
     if 0 <= start < high - origin <= len(mm):
         mm.madvise(mmap.MADV_DONTNEED, start, high - origin - start)
+
+
+_byte_bounds = getattr(getattr(np.lib, "array_utils", None), "byte_bounds", None) or getattr(np, "byte_bounds", None)
 
 
 def _mapping_of(view: np.ndarray) -> mmap.mmap | None:

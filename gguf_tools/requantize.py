@@ -3,20 +3,21 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import gguf
 import numpy as np
 
-from .convert import CHUNK_BYTES, ConvertResult, _check_finite, _progress_bar, add_quant_metadata
-from .errors import InputError, UnsupportedError
+from .errors import UnsupportedError
 from .files import release_pages
 from .gguf_file.raw import RawField, RawGGUF
 from .gguf_file.writer import OutTensor, RawValue, write_gguf
 from .inspection import open_gguf
+from .pipeline import Progress, WriteResult, add_quant_metadata, reporting
 from .plan import get_preset, plan_gguf
-from .quantize.encode import encode
+from .quantize import check_finite
+from .quantize.encode import encode_tensor
 
 Q = gguf.GGMLQuantizationType
 FLOATS = (Q.F32, Q.F16, Q.BF16)
@@ -52,13 +53,16 @@ def quantize_gguf(
     quant: str,
     *,
     imatrix: str | Path | None = None,
-    mode: str = "default",
+    search: str = "default",
     allow_requantize: bool = False,
     overwrite: bool = True,
-    progress: bool | None = None,
+    progress: Progress | None = None,
     threads: int | None = None,
-) -> ConvertResult:
-    """Re-encode every tensor of ``src`` at the preset's types; ``dst=None`` only plans."""
+) -> WriteResult:
+    """Re-encode every tensor of ``src`` at the preset's types; ``dst=None`` only plans.
+
+    ``search`` and ``progress`` are as for ``convert``; ``threads`` bounds the block search.
+    """
     start = time.perf_counter()
     preset = get_preset(quant)
     importance = None
@@ -79,55 +83,41 @@ def quantize_gguf(
     n_params = sum(int(np.prod(t.shape)) for t in tensors)
     types = dict(Counter(t.qtype.name for t in tensors))
     if dst is None:
-        return ConvertResult(None, arch, 0, n_params, types, time.perf_counter() - start, plan)
+        return WriteResult(None, arch, 0, n_params, types, time.perf_counter() - start, plan)
 
     def add_metadata(w: gguf.GGUFWriter) -> None:
         copy_metadata(reader, w)
-        add_quant_metadata(w, preset, tensors, imatrix, mode)
+        add_quant_metadata(w, preset, tensors, imatrix, search)
 
-    data = _produce(reader, tensors, importance or {}, mode, progress, threads)
+    data = reporting(_produce(reader, tensors, importance or {}, search, threads), tensors, progress)
     size = write_gguf(Path(dst), arch, add_metadata, tensors, data, overwrite=overwrite)
-    return ConvertResult(Path(dst), arch, size, n_params, types, time.perf_counter() - start, plan)
+    return WriteResult(Path(dst), arch, size, n_params, types, time.perf_counter() - start, plan)
 
 
-def _produce(reader: RawGGUF | gguf.GGUFReader, tensors: list[OutTensor], importance: dict[str, np.ndarray], mode: str,
-             progress: bool | None, threads: int | None = None) -> Iterator[np.ndarray]:
+def _produce(reader: RawGGUF | gguf.GGUFReader, tensors: list[OutTensor], importance: dict[str, np.ndarray],
+             search: str, threads: int | None) -> Iterator[np.ndarray]:
+    """Each tensor's bytes in order: copied when its type stays (floats checked finite), else re-encoded."""
+    for src, out in zip(reader.tensors, tensors):
+        raw = np.asarray(src.data)
+        if src.tensor_type == out.qtype:
+            if src.tensor_type in FLOATS:
+                check_finite(raw, src.name, bf16_bits=src.tensor_type == Q.BF16)
+            yield raw
+        else:
+            yield encode_tensor(_rows(raw, src.tensor_type, out.shape), out.shape, out.qtype, src.name,
+                                importance.get(src.name), search=search, threads=threads)
+        release_pages(raw)  # written: drop its mapped pages, or the whole source ends up resident
+
+
+def _rows(raw: np.ndarray, qtype: Q, shape: tuple[int, ...]) -> Callable[[int, int], np.ndarray]:
+    """read(r0, r1) for encode_tensor: rows r0..r1 of a stored tensor, dequantized to float32."""
     from .engine.kernels import dequantize
 
-    bar = _progress_bar(sum(t.nbytes for t in tensors), progress)
-    try:
-        for src, out in zip(reader.tensors, tensors):
-            raw = np.asarray(src.data)
-            if src.tensor_type == out.qtype:
-                if src.tensor_type in FLOATS:
-                    _check_copied(raw, src.tensor_type, src.name)
-                yield raw
-            else:
-                n_rows = int(np.prod(out.shape[:-1], dtype=np.int64)) if len(out.shape) > 1 else 1
-                row_len = out.shape[-1]
-                rows_raw = raw.reshape(n_rows, -1)
-                step = max(1, CHUNK_BYTES // (4 * row_len))
-                parts = []
-                for r0 in range(0, n_rows, step):
-                    block = rows_raw[r0 : r0 + step]
-                    w = dequantize(src.tensor_type, block, (len(block), row_len))
-                    _check_finite(w, src.name)
-                    parts.append(encode(w, out.qtype, importance.get(src.name), mode=mode, threads=threads))
-                    release_pages(block)
-                yield np.concatenate(parts).reshape(-1) if len(parts) > 1 else parts[0]
-            release_pages(raw)  # written: drop its mapped pages, or the whole source ends up resident
-            if bar is not None:
-                bar.update(out.nbytes)
-    finally:
-        if bar is not None:
-            bar.close()
+    rows = raw.reshape(int(np.prod(shape[:-1], dtype=np.int64)), -1)
 
+    def read(r0: int, r1: int) -> np.ndarray:
+        w = dequantize(qtype, rows[r0:r1], (r1 - r0, shape[-1]))
+        release_pages(rows[r0:r1])  # read once: keep the source's resident pages to one slice
+        return w
 
-def _check_copied(raw: np.ndarray, qtype: Q, name: str) -> None:
-    """A float tensor copied as it is must be finite too (the same rule as for encoded ones)."""
-    if qtype == Q.BF16:
-        bits = raw.view(np.uint16)
-        if bits.size and ((bits & 0x7F80) == 0x7F80).any():
-            raise InputError(f"tensor {name!r} contains NaN or Inf values")
-    else:
-        _check_finite(raw, name)
+    return read

@@ -29,7 +29,7 @@ def converted(request, models):
     src = build_tiny_model(case, models)
     out = models / f"{case}.f32.gguf"
     if not out.exists():
-        convert(src, out, quant="F32", progress=False)
+        convert(src, out, quant="F32")
     return case, src, out
 
 

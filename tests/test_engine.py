@@ -38,7 +38,7 @@ def ours(preset: str) -> Path:
     dest = FIXTURES / "engine" / f"smollm2-{preset}.gguf"
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
-        quantize_gguf(f16_gguf("smollm2"), dest, preset, progress=False)
+        quantize_gguf(f16_gguf("smollm2"), dest, preset)
     return dest
 
 

@@ -34,7 +34,7 @@ MATRICES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "
 def model(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny")
     out = root / "llama2.f32.gguf"
-    convert(build_tiny_model("llama2", root), out, quant="F32", progress=False)
+    convert(build_tiny_model("llama2", root), out, quant="F32")
     return out
 
 
@@ -254,8 +254,8 @@ def test_an_imatrix_collected_on_calibration_text_improves_q4_k_m_on_eval_text(t
     collect_imatrix(source_gguf("smollm2"), CALIBRATION.read_text(encoding="utf-8"), im, chunks=4, threads=2)
     ref = f16_gguf("smollm2")
     plain, weighted = tmp_path / "plain.gguf", tmp_path / "weighted.gguf"
-    quantize_gguf(ref, plain, "Q4_K_M", progress=False)
-    quantize_gguf(ref, weighted, "Q4_K_M", imatrix=im, progress=False)
+    quantize_gguf(ref, plain, "Q4_K_M")
+    quantize_gguf(ref, weighted, "Q4_K_M", imatrix=im)
     text = eval_text.read_text(encoding="utf-8")
     before = evaluate(plain, ref, text, max_chunks=4, threads=2)
     after = evaluate(weighted, ref, text, max_chunks=4, threads=2)

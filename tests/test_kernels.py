@@ -326,8 +326,10 @@ def test_an_unsupported_forced_path_falls_back_to_the_best_with_a_warning(monkey
 def test_default_threads_is_at_least_one_and_at_most_the_cpus_we_may_use() -> None:
     import os
 
+    from gguf_tools.system import default_threads
+
     allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert 1 <= kernels.default_threads() <= allowed
+    assert 1 <= default_threads() <= allowed
 
 
 # ------------------------------------------- validation -------------------------------------------

@@ -180,9 +180,26 @@ def test_non_finite_weights_in_a_gguf_are_one_error_naming_the_tensor(tmp_path, 
 def test_an_unknown_search_is_a_usage_error_and_best_is_recorded(tmp_path, capsys, tiny_f16):
     out = tmp_path / "q.gguf"
     code, _, err = run(capsys, "quantize", str(tiny_f16), str(out), "--quant", "Q5_0", "--search", "fastest")
-    assert code == 2 and "--search must be one of default, best, ggml" in err
+    assert code == 2 and "Invalid value for '--search': must be one of default, best, ggml" in err
     assert not out.exists()
     code, _, err = run(capsys, "quantize", str(tiny_f16), str(out), "--quant", "Q5_0", "--search", "best",
                        "--no-progress")
     assert code == 0, err
     assert gguf.GGUFReader(out).fields["gguf_tools.quant.search"].contents() == "best"
+
+
+def test_the_api_reports_progress_in_bytes_through_a_callback_and_draws_nothing(tmp_path, capsys, tiny, tiny_f16):
+    from gguf_tools import convert, quantize_gguf
+
+    for run_it in (lambda progress: convert(tiny, tmp_path / "c.gguf", quant="Q8_0", search="ggml", progress=progress),
+                   lambda progress: quantize_gguf(tiny_f16, tmp_path / "q.gguf", "Q4_K_M", progress=progress)):
+        calls: list[tuple[int, int]] = []
+        result = run_it(lambda done, total, calls=calls: calls.append((done, total)))
+        total = calls[0][1]
+        assert calls[0] == (0, total) and calls[-1] == (total, total)
+        assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+        assert total < result.size <= total + 2**20  # tensor data plus header and padding
+        assert result.notes is not None and result.packed_size is None
+    cap = capsys.readouterr()
+    assert cap.out == "" and cap.err == ""
+    assert gguf.GGUFReader(tmp_path / "c.gguf").fields["gguf_tools.quant.search"].contents() == "ggml"

@@ -96,9 +96,9 @@ def test_ggml_mode_writes_the_same_bytes_as_ggml_quantize_chunk(qtype, with_imat
     for w in tensors:
         imp = importance(w.shape[1]) if with_imatrix else None
         want = ggml_lib.quantize_chunk(w, qtype, imp)
-        assert np.array_equal(quantize(w, qtype, imp, mode="ggml", impl="numpy"), want)
+        assert np.array_equal(quantize(w, qtype, imp, search="ggml", impl="numpy"), want)
         if native_available():
-            assert np.array_equal(quantize(w, qtype, imp, mode="ggml", impl="native", threads=2), want)
+            assert np.array_equal(quantize(w, qtype, imp, search="ggml", impl="native", threads=2), want)
 
 
 # --- the C path and the NumPy reference agree -------------------------------------------------
@@ -110,9 +110,9 @@ def test_native_and_numpy_searches_write_identical_bytes(qtype, mode):
     n = _cols(qtype)
     w = np.concatenate([edge_rows(n), np.random.default_rng(11).standard_normal((8, n)).astype(np.float32)])
     for imp in (None, importance(n)):
-        ref = quantize(w, qtype, imp, mode=mode, impl="numpy")
-        assert np.array_equal(quantize(w, qtype, imp, mode=mode, impl="native", threads=1), ref)
-        assert np.array_equal(quantize(w, qtype, imp, mode=mode, impl="native", threads=3), ref)
+        ref = quantize(w, qtype, imp, search=mode, impl="numpy")
+        assert np.array_equal(quantize(w, qtype, imp, search=mode, impl="native", threads=1), ref)
+        assert np.array_equal(quantize(w, qtype, imp, search=mode, impl="native", threads=3), ref)
 
 
 @needs_native
@@ -121,7 +121,7 @@ def test_best_mode_is_never_worse_on_the_32_weight_types_and_differs_somewhere()
     imp = importance(w.shape[1])
     changed = 0
     for qtype in (Q.Q4_0, Q.Q5_0, Q.Q8_0, Q.Q4_1, Q.Q5_1):
-        default, best = quantize(w, qtype, imp), quantize(w, qtype, imp, mode="best")
+        default, best = quantize(w, qtype, imp), quantize(w, qtype, imp, search="best")
         changed += not np.array_equal(default, best)
         assert weighted_error(w, best, qtype, imp) <= weighted_error(w, default, qtype, imp)
     assert changed >= 3
@@ -134,7 +134,7 @@ def test_best_mode_repicks_low_bit_codes_and_never_loses_a_block(qtype, gain):
     w = (rng.standard_normal((48, 512)) * rng.gamma(1.0, 1.0, (1, 512))).astype(np.float32)
     imp = np.ones(512, dtype=np.float32)
     imp[rng.choice(512, 6, replace=False)] = 500.0   # a few columns dominate, as real imatrices do
-    default, best = quantize(w, qtype, imp), quantize(w, qtype, imp, mode="best")
+    default, best = quantize(w, qtype, imp), quantize(w, qtype, imp, search="best")
     size = gguf.GGML_QUANT_SIZES[qtype][1]
     for r in range(w.shape[0]):
         for j in range(2):   # every 256-weight block
@@ -247,7 +247,7 @@ def test_an_importance_matrix_moves_error_away_from_important_columns():
 def test_nan_or_infinity_is_refused_with_the_tensor_name():
     w = np.ones((2, 256), dtype=np.float32)
     w[1, 7] = np.nan
-    with pytest.raises(InputError, match="NaN or infinite"):
+    with pytest.raises(InputError, match="NaN or Inf"):
         quantize(w, Q.Q4_K)
     w[1, 7] = np.inf
     with pytest.raises(InputError, match="'blk.0.attn_q.weight'.*index \\(1, 7\\)"):
@@ -273,9 +273,9 @@ def test_bad_shapes_types_and_importance_are_refused():
     with pytest.raises(InputError, match="non-negative"):
         quantize(w, Q.Q4_K, -np.ones(256, dtype=np.float32))
     with pytest.raises(InputError, match="non-negative"):
-        quantize(w, Q.Q4_K, np.full(256, np.nan, dtype=np.float32), mode="ggml")
-    with pytest.raises(ValueError, match="mode"):
-        quantize(w, Q.Q4_K, mode="fastest")
+        quantize(w, Q.Q4_K, np.full(256, np.nan, dtype=np.float32), search="ggml")
+    with pytest.raises(ValueError, match="search"):
+        quantize(w, Q.Q4_K, search="fastest")
 
 
 @pytest.mark.parametrize("impl", ["numpy", pytest.param("native", marks=needs_native)])
@@ -296,3 +296,45 @@ def test_empty_matrix_and_float64_input_are_handled():
 def test_zero_importance_everywhere_falls_back_to_plain_error():
     w = np.random.default_rng(4).standard_normal((4, 256)).astype(np.float32)
     assert np.array_equal(quantize(w, Q.Q4_K, np.zeros(256, dtype=np.float32)), quantize(w, Q.Q4_K))
+
+
+# --- the pipelines' encode loop ---------------------------------------------------------------
+
+def test_a_tensor_encoded_slice_by_slice_has_the_bytes_of_one_encode(monkeypatch):
+    from gguf_tools.quantize import encode as encode_module
+
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((37, 256)).astype(np.float32)
+    imp = rng.random(256).astype(np.float32)
+    monkeypatch.setattr(encode_module, "CHUNK_BYTES", 5 * 256 * 4)  # slices of 5 rows, the last one short
+    reads = []
+
+    def read(r0: int, r1: int) -> np.ndarray:
+        reads.append((r0, r1))
+        return w[r0:r1]
+
+    for qtype in (Q.Q4_K, Q.Q8_0, Q.F16, Q.BF16):
+        reads.clear()
+        got = encode_module.encode_tensor(read, w.shape, qtype, "t", imp if qtype == Q.Q4_K else None)
+        want = encode_module.encode(w, qtype, imp if qtype == Q.Q4_K else None)
+        assert got.dtype == np.uint8 and got.tobytes() == np.ascontiguousarray(want).tobytes()
+        assert reads[0] == (0, 5) and reads[-1] == (35, 37) and len(reads) == 8
+    one_row = encode_module.encode_tensor(lambda r0, r1: w[0][None], (256,), Q.F32, "norm")
+    assert one_row.tobytes() == w[0].tobytes()
+
+
+def test_a_non_finite_value_in_a_later_slice_is_one_error_naming_the_tensor(monkeypatch):
+    from gguf_tools.quantize import encode as encode_module
+
+    w = np.ones((20, 256), np.float32)
+    w[17, 3] = np.inf
+    monkeypatch.setattr(encode_module, "CHUNK_BYTES", 4 * 256 * 4)
+    with pytest.raises(InputError, match=r"'blk.3.ffn_up.weight' contains NaN or Inf values \(first at index \(1, 3\)\)"):
+        encode_module.encode_tensor(lambda r0, r1: w[r0:r1], w.shape, Q.Q4_K, "blk.3.ffn_up.weight")
+
+
+def test_copied_bfloat16_bits_are_checked_by_their_exponent():
+    bits = np.array([0x3F80, 0x7F80, 0x0000], np.uint16)  # 1.0, +inf, 0.0
+    with pytest.raises(InputError, match="index \\(1,\\)"):
+        check_finite(bits, "x", bf16_bits=True)
+    check_finite(np.array([0x3F80, 0xFF7F], np.uint16), "x", bf16_bits=True)  # 1.0 and the most negative finite

@@ -27,7 +27,7 @@ def pair(request, tmp_path_factory):
     work = tmp_path_factory.mktemp(name)
     ckpt = export_checkpoint(src, work / "hf", dtype="f32")
     out = work / f"{name}.f16.gguf"
-    convert(ckpt, out, quant="F16", progress=False)
+    convert(ckpt, out, quant="F16")
     return name, out, f16_gguf(name)
 
 

@@ -14,13 +14,13 @@ import operator
 import os
 import warnings
 from collections.abc import Sequence
-from functools import lru_cache
 
 import gguf
 import numpy as np
 
 from .. import _kernels
 from ..errors import InputError, ResourceError, UnsupportedError
+from ..system import check_threads
 
 QT = gguf.GGMLQuantizationType
 
@@ -33,7 +33,6 @@ SUPPORTED_TYPES: frozenset[QT] = frozenset(
 )
 
 SIMD_ENV = "GGUF_TOOLS_SIMD"
-MAX_THREADS = 256
 
 _LEVEL_NAMES: tuple[str, ...] = _kernels.level_names()
 _SUPPORTED_LEVELS: tuple[str, ...] = _kernels.supported_levels()
@@ -76,33 +75,6 @@ def _resolve_level(name: str, explicit: bool) -> int:
         )
         return _LEVEL_NAMES.index(_BEST_LEVEL)
     return _LEVEL_NAMES.index(name)
-
-
-@lru_cache(maxsize=1)
-def default_threads() -> int:
-    """Physical cores this process may run on: hyper-threads only contend for the same memory."""
-    try:
-        allowed = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        allowed = os.cpu_count() or 1
-    try:
-        import psutil
-
-        physical = psutil.cpu_count(logical=False)  # None where it cannot tell
-    except ImportError:  # a dependency, but the kernels work without it: logical count then
-        physical = None
-    n = min(allowed, physical) if physical else allowed
-    return max(1, min(n, MAX_THREADS))
-
-
-def _threads(threads: int | None) -> int:
-    if threads is None:
-        return default_threads()
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
-        raise InputError(f"threads must be an integer, got {threads!r}")
-    if not 1 <= int(threads) <= MAX_THREADS:
-        raise InputError(f"threads must be between 1 and {MAX_THREADS}, got {threads}")
-    return int(threads)
 
 
 # type id -> (type, values per block, bytes per block); IntEnum members hash like their ints
@@ -188,7 +160,7 @@ def dequantize(
         raise InputError(f"{qt.name} tensor of shape {dims} needs {n_rows * rb} bytes, got {raw.nbytes}")
     out = _empty(dims)
     if out.size:
-        _kernels.dequantize(int(qt), raw, n_rows, n_cols, out, _level_id(simd), _threads(threads))
+        _kernels.dequantize(int(qt), raw, n_rows, n_cols, out, _level_id(simd), check_threads(threads))
     return out
 
 
@@ -230,7 +202,7 @@ def matmul(
     batch = xa.shape[0] if xa.ndim == 2 else 1
     out = _empty((batch, n_out))
     if out.size:
-        _kernels.matmul(int(qt), raw, n_out, n_in, xa, batch, out, _level_id(simd), _threads(threads))
+        _kernels.matmul(int(qt), raw, n_out, n_in, xa, batch, out, _level_id(simd), check_threads(threads))
     return out[0] if xa.ndim == 1 else out
 
 
@@ -238,4 +210,4 @@ def read_sum(data: np.ndarray | bytes | bytearray | memoryview, *, threads: int 
     """Read every byte of ``data`` once (sum of its 64-bit words): the memory-bandwidth yardstick
     that the GEMV benchmark compares itself with."""
     raw = _raw_bytes(data, "data")
-    return int(_kernels.read_sum(raw, _level_id(None), _threads(threads)))
+    return int(_kernels.read_sum(raw, _level_id(None), check_threads(threads)))

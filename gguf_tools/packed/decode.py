@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import InputError, ResourceError, UnsupportedError
 from ..files import atomic_output
 from ..gguf_file.header import GGUFView, TensorInfo
+from ..system import check_threads
 from .format import (
     HEADER_SIZE,
     MAGIC,
@@ -47,15 +48,6 @@ def _native():
     return _huffman
 
 
-def _threads(threads: int | None) -> int:
-    if threads is not None:
-        if threads < 1:
-            raise ValueError("threads must be at least 1")
-        return threads
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 # ---------------------------------------------------------------- public data
@@ -194,7 +186,7 @@ class _Packed:
             mv.release()
         jobs, words, tables = self.decode_jobs()
         try:
-            _native().decode(self.mm, dst, jobs, words, tables, threads=_threads(threads), verify_crc=verify_crc)
+            _native().decode(self.mm, dst, jobs, words, tables, threads=check_threads(threads), verify_crc=verify_crc)
         except ValueError as e:
             raise InputError(f"{self.path}: corrupt packed data: {e}") from None
         except MemoryError:
@@ -206,7 +198,7 @@ class _Packed:
         h = self.header
         jobs, words, tables = self.decode_jobs()
         try:
-            _native().decode_to_fd(self.mm, fd, h.original_size, jobs, words, tables, threads=_threads(threads))
+            _native().decode_to_fd(self.mm, fd, h.original_size, jobs, words, tables, threads=check_threads(threads))
         except ValueError as e:
             raise InputError(f"{self.path}: corrupt packed data: {e}") from None
         except MemoryError:

@@ -18,8 +18,9 @@ import numpy as np
 from ..errors import InputError
 from ..files import atomic_output
 from ..gguf_file.header import GGUFView, parse_gguf_header
+from ..system import check_threads
 from .codes import code_lengths, coded_bits
-from .decode import _native, _threads, is_packed
+from .decode import _native, is_packed
 from .format import (
     CHUNK_DTYPE,
     GAP_LAYOUT,
@@ -240,7 +241,7 @@ def pack(src: str | os.PathLike, dst: str | os.PathLike, *, threads: int | None 
     src, dst = Path(src), Path(dst)
     what = str(src)
     native = _native()
-    n_threads = _threads(threads)
+    n_threads = check_threads(threads)
     if not src.is_file():
         raise InputError(f"{what}: no such file")
     if is_packed(src):

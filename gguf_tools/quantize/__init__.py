@@ -1,8 +1,8 @@
 """Block quantizers for the ggml types llama.cpp reads: K-quants, legacy quants and IQ4_NL.
 
-    quantize(w, qtype, imatrix=None, mode="default", threads=None) -> (rows, row_bytes) uint8
+    quantize(w, qtype, imatrix=None, search="default", threads=None) -> (rows, row_bytes) uint8
 
-Modes:
+Searches (the CLI's --search, recorded as gguf_tools.quant.search):
   "default"  our search (gguf_tools/quantize/search.py): minimises the importance-weighted
              squared error sum_j imp_j (w_ij - q_ij)^2 in ggml's own block formats.
   "best"     the same search with wider candidate grids for the 32-weight types (Q4_0..Q8_0):
@@ -14,19 +14,19 @@ reference (`impl="numpy"`) that produces identical bytes; the C path is used whe
 """
 from __future__ import annotations
 
-import os
-
 import gguf
 import numpy as np
 
 from ..errors import InputError, UnsupportedError
-from . import ggml_port, search
+from ..system import check_threads
+from . import ggml_port
+from .search import quantize_search
 
 Q = gguf.GGMLQuantizationType
 
 SUPPORTED = (Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.IQ4_NL)
-MODES = ("default", "best", "ggml")
-_NATIVE_MODE = {"default": 0, "ggml": 1, "best": 2}
+SEARCHES = ("default", "best", "ggml")
+_NATIVE_SEARCH = {"default": 0, "ggml": 1, "best": 2}
 
 try:
     from .. import _kquant
@@ -37,7 +37,7 @@ except ImportError:  # not built: the NumPy reference still works, slowly
 # imatrix never saw still gets a sensible (if unimportant) fit instead of a degenerate one.
 _IMPORTANCE_FLOOR = 1e-6
 
-__all__ = ["MODES", "SUPPORTED", "check_finite", "importance_weights", "native_available", "quantize", "row_bytes"]
+__all__ = ["SEARCHES", "SUPPORTED", "check_finite", "importance_weights", "native_available", "quantize", "row_bytes"]
 
 
 def native_available() -> bool:
@@ -52,16 +52,25 @@ def row_bytes(qtype: Q, n_per_row: int) -> int:
     return n_per_row // block * size
 
 
-def check_finite(w: np.ndarray, name: str = "") -> None:
-    """Raise InputError if w holds NaN or infinity (a corrupt or overflowed checkpoint)."""
-    if not np.isfinite(w).all():
-        bad = np.argwhere(~np.isfinite(w))
-        where = f"tensor {name!r}" if name else "the tensor"
-        raise InputError(f"{where} contains NaN or infinite values (first at index {tuple(int(i) for i in bad[0])})")
+def check_finite(w: np.ndarray, name: str = "", *, bf16_bits: bool = False) -> None:
+    """Raise InputError if w holds NaN or infinity (a corrupt or overflowed checkpoint): every weight written,
+    encoded or copied, passes here. ``bf16_bits``: w holds bfloat16 bit patterns (a BF16 tensor copied as it is),
+    which are tested by their exponent bits instead of as floats."""
+    if bf16_bits:
+        bad = (w.view(np.uint16) & 0x7F80) == 0x7F80
+        if not bad.any():
+            return
+    elif not w.size or (np.isfinite(w.min()) and np.isfinite(w.max())):  # two reductions, no temporary array
+        return
+    else:
+        bad = ~np.isfinite(w)
+    where = f"tensor {name!r}" if name else "the tensor"
+    index = tuple(int(i) for i in np.argwhere(bad)[0])
+    raise InputError(f"{where} contains NaN or Inf values (first at index {index})")
 
 
 def importance_weights(imatrix: np.ndarray | None, n_per_row: int) -> np.ndarray | None:
-    """The per-column weights "default" mode optimises: imatrix scaled to mean 1, floored."""
+    """The per-column weights the "default" search optimises: imatrix scaled to mean 1, floored."""
     if imatrix is None:
         return None
     imp = _check_imatrix(imatrix, n_per_row)
@@ -81,7 +90,7 @@ def _check_imatrix(imatrix: np.ndarray, n_per_row: int) -> np.ndarray:
     return imp
 
 
-def quantize(w: np.ndarray, qtype: Q, imatrix: np.ndarray | None = None, *, mode: str = "default",
+def quantize(w: np.ndarray, qtype: Q, imatrix: np.ndarray | None = None, *, search: str = "default",
              threads: int | None = None, impl: str = "auto") -> np.ndarray:
     """Quantize a (rows, n_per_row) float32 matrix to qtype's blocks: (rows, row_bytes) uint8.
 
@@ -93,8 +102,8 @@ def quantize(w: np.ndarray, qtype: Q, imatrix: np.ndarray | None = None, *, mode
     qtype = Q(qtype)
     if qtype not in SUPPORTED:
         raise UnsupportedError(f"cannot quantize to {qtype.name}; supported: {', '.join(t.name for t in SUPPORTED)}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if search not in SEARCHES:
+        raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
     w = np.asarray(w)
     if w.ndim != 2:
         raise InputError(f"expected a 2-D matrix (rows, n_per_row), got shape {w.shape}")
@@ -102,7 +111,7 @@ def quantize(w: np.ndarray, qtype: Q, imatrix: np.ndarray | None = None, *, mode
     nbytes = row_bytes(qtype, n)
     w = np.ascontiguousarray(w, dtype=np.float32)
     check_finite(w)
-    if mode == "ggml":
+    if search == "ggml":
         weights = None if imatrix is None else _check_imatrix(imatrix, n)
     else:
         weights = importance_weights(imatrix, n)
@@ -113,9 +122,8 @@ def quantize(w: np.ndarray, qtype: Q, imatrix: np.ndarray | None = None, *, mode
         if _kquant is None:
             raise UnsupportedError("the native extension gguf_tools._kquant is not built")
         out = np.empty((rows, nbytes), dtype=np.uint8)
-        nthreads = threads if threads is not None else (os.cpu_count() or 1)
-        _kquant.quantize(w, out, n, int(qtype), weights, _NATIVE_MODE[mode], max(1, int(nthreads)))
+        _kquant.quantize(w, out, n, int(qtype), weights, _NATIVE_SEARCH[search], check_threads(threads))
         return out
-    if mode == "ggml":
+    if search == "ggml":
         return ggml_port.quantize_ggml(w, qtype, weights)
-    return search.quantize_search(w, qtype, weights, best=mode == "best")
+    return quantize_search(w, qtype, weights, best=search == "best")
