@@ -20,6 +20,7 @@ from .files import atomic_output
 from .gguf_file.writer import OutTensor, write_gguf
 from .hf.checkpoint import Checkpoint, open_checkpoint
 from .hf.families import TensorJob, add_hparams, detect_family, plan_tensors, read_hparams
+from .hf.naming import model_name, size_label
 from .plan import Plan, TensorSpec, get_preset, plan_types
 from .quantize.encode import encode
 from .tokenizer import add_tokenizer_metadata, load_tokenizer
@@ -103,7 +104,8 @@ def convert(
 
         def add_metadata(w: gguf.GGUFWriter) -> None:
             w.add_type(gguf.GGUFType.MODEL)
-            w.add_name(_model_name(ckpt))
+            w.add_name(model_name(ckpt.config, ckpt.root))
+            w.add_size_label(size_label(n_params))
             add_hparams(w, family, ckpt.config, hp)
             add_quant_metadata(w, preset, tensors, imatrix, mode)
             add_tokenizer_metadata(w, spec)
@@ -137,8 +139,8 @@ def _write_packed(output: Path, overwrite: bool, write: Callable[[Path], int]) -
 def add_quant_metadata(w: gguf.GGUFWriter, preset, tensors: list[OutTensor], imatrix, mode: str) -> None:
     """The file type llama.cpp reports, plus how this file's precision was chosen (provenance)."""
     w.add_file_type(preset.ftype)
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)  # as llama.cpp's converter, float files included
     if any(t.qtype not in (Q.F32, Q.F16, Q.BF16) for t in tensors):
-        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
         w.add_string("gguf_tools.quant.search", mode)
     w.add_string("general.quantized_by", f"gguf-tools {__version__}")
     w.add_string("gguf_tools.quant.preset", preset.name)
@@ -201,12 +203,3 @@ def _progress_bar(total: int, progress: bool | None):
 
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="writing", file=sys.stderr)
 
-
-def _model_name(ckpt: Checkpoint) -> str:
-    name = ckpt.config.get("_name_or_path")
-    if isinstance(name, str) and name.strip():
-        return Path(name.rstrip("/")).name
-    root = ckpt.root
-    if root.parent.name == "snapshots" and root.parent.parent.name.startswith("models--"):
-        return root.parent.parent.name.split("--")[-1]
-    return root.name
