@@ -17,6 +17,7 @@ from .files import atomic_output
 from .gguf_file.writer import OutTensor, write_gguf
 from .hf.checkpoint import Checkpoint, open_checkpoint
 from .hf.families import TensorJob, add_hparams, detect_family, plan_tensors, read_hparams
+from .hf.naming import model_name, size_label
 from .pipeline import Progress, WriteResult, add_quant_metadata, reporting
 from .plan import TensorSpec, get_preset, plan_types
 from .quantize.encode import encode_tensor
@@ -73,7 +74,8 @@ def convert(
 
         def add_metadata(w: gguf.GGUFWriter) -> None:
             w.add_type(gguf.GGUFType.MODEL)
-            w.add_name(_model_name(ckpt))
+            w.add_name(model_name(ckpt.config, ckpt.root))
+            w.add_size_label(size_label(n_params))
             add_hparams(w, family, ckpt.config, hp)
             add_quant_metadata(w, preset, tensors, imatrix, search)
             add_tokenizer_metadata(w, spec)
@@ -127,12 +129,3 @@ def _rows(ckpt: Checkpoint, job: TensorJob) -> Callable[[int, int], np.ndarray]:
     rows = arr.reshape(-1, arr.shape[-1])
     return lambda r0, r1: rows[r0:r1]
 
-
-def _model_name(ckpt: Checkpoint) -> str:
-    name = ckpt.config.get("_name_or_path")
-    if isinstance(name, str) and name.strip():
-        return Path(name.rstrip("/")).name
-    root = ckpt.root
-    if root.parent.name == "snapshots" and root.parent.parent.name.startswith("models--"):
-        return root.parent.parent.name.split("--")[-1]
-    return root.name

@@ -56,8 +56,8 @@ def add_quant_metadata(w: gguf.GGUFWriter, preset: Preset, tensors: list[OutTens
                        search: str) -> None:
     """The file type llama.cpp reports, plus how this file's precision was chosen (provenance)."""
     w.add_file_type(preset.ftype)
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)  # as llama.cpp's converter, float files included
     if any(t.qtype not in (Q.F32, Q.F16, Q.BF16) for t in tensors):
-        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
         w.add_string("gguf_tools.quant.search", search)
     w.add_string("general.quantized_by", f"gguf-tools {__version__}")
     w.add_string("gguf_tools.quant.preset", preset.name)

@@ -498,11 +498,15 @@ def test_broken_tokenizer_model_is_an_input_error(tmp_path):
 
 
 def test_sentencepiece_round_trip_keeps_pieces_scores_and_types(converted):
+    """Except the added tokens (<unk>, <s>, </s>), which, as llama.cpp's converter does today, become
+    CONTROL with score -1000 (the reference vocabulary is older and keeps the pieces' own)."""
     c = converted("llama-spm")
     fields = gguf.GGUFReader(vocab_gguf("llama-spm")).fields
+    added = 3
     assert c.spec.tokens == fields["tokenizer.ggml.tokens"].contents()
-    assert c.spec.scores == fields["tokenizer.ggml.scores"].contents()
-    assert c.spec.token_types == fields["tokenizer.ggml.token_type"].contents()
+    assert c.spec.scores[added:] == fields["tokenizer.ggml.scores"].contents()[added:]
+    assert c.spec.token_types[added:] == fields["tokenizer.ggml.token_type"].contents()[added:]
+    assert c.spec.scores[:added] == [-1000.0] * added and c.spec.token_types[:added] == [gguf.TokenType.CONTROL] * added
     assert c.spec.token_types[3] == gguf.TokenType.BYTE and c.spec.token_types[500] == gguf.TokenType.NORMAL
 
 

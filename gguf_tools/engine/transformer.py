@@ -14,12 +14,11 @@ import gguf
 import numpy as np
 
 from ..errors import InputError, UnsupportedError
+from ..hf.families import Family, families, family_for_arch
 from ..inspection import open_gguf
 from . import kernels
 
 Q = gguf.GGMLQuantizationType
-ARCHS = ("llama", "qwen2", "qwen3", "gemma3", "phi3")
-NEOX_ROPE = ("qwen2", "qwen3", "gemma3", "phi3")  # rotate halves; llama rotates adjacent pairs
 
 
 @dataclass
@@ -42,7 +41,7 @@ class Weight:
 
 @dataclass
 class Config:
-    arch: str
+    family: Family  # activation, RoPE style, embedding scale, sliding-window layers
     n_layer: int
     n_embd: int
     n_head: int
@@ -65,15 +64,17 @@ def _meta(reader: gguf.GGUFReader, key: str, default=None):
 
 def read_config(reader: gguf.GGUFReader) -> Config:
     arch = str(_meta(reader, "general.architecture"))
-    if arch not in ARCHS:
-        raise UnsupportedError(f"the reference engine runs {', '.join(ARCHS)}; this model is {arch!r}")
+    family = family_for_arch(arch)
+    if family is None:
+        names = ", ".join(f.name for f in families())
+        raise UnsupportedError(f"the reference engine runs {names}; this model is {arch!r}")
     g = lambda k, d=None: _meta(reader, f"{arch}.{k}", d)  # noqa: E731
     n_embd, n_head = int(g("embedding_length")), int(g("attention.head_count"))
     n_layer = int(g("block_count"))
     head_dim = int(g("attention.key_length", n_embd // n_head))
     n_swa = int(g("attention.sliding_window", 0) or 0)
     pattern = g("attention.sliding_window_pattern")
-    if arch != "gemma3" or n_swa == 0:
+    if not family.sliding_window_layers or n_swa == 0:
         swa = (False,) * n_layer
     elif isinstance(pattern, list):
         swa = tuple(bool(x) for x in pattern)
@@ -82,7 +83,7 @@ def read_config(reader: gguf.GGUFReader) -> Config:
         swa = tuple(i % period < period - 1 for i in range(n_layer))
     scale_type = str(g("rope.scaling.type", "none"))
     return Config(
-        arch=arch,
+        family=family,
         n_layer=n_layer,
         n_embd=n_embd,
         n_head=n_head,
@@ -109,6 +110,9 @@ def gelu_tanh(x: np.ndarray) -> np.ndarray:
 
 def silu(x: np.ndarray) -> np.ndarray:
     return x / (1.0 + np.exp(-x))
+
+
+ACTIVATIONS = {"silu": silu, "gelu_tanh": gelu_tanh}  # by Family.activation
 
 
 def rope_angles(pos: np.ndarray, n_rot: int, base: float, scale: float,
@@ -225,7 +229,7 @@ class Engine:
         start = int(pos[0])
         cos, sin = self._angles(c.rope_base_swa if swa else c.rope_base)
         cos, sin = cos[start : start + T], sin[start : start + T]
-        neox = c.arch in NEOX_ROPE
+        neox = c.family.neox_rope
         q = rope_apply(q, cos, sin, c.n_rot, neox)
         k = rope_apply(k, cos, sin, c.n_rot, neox)
 
@@ -247,7 +251,7 @@ class Engine:
 
     def mlp(self, i: int, x: np.ndarray) -> np.ndarray:
         p = f"blk.{i}."
-        act = gelu_tanh if self.cfg.arch == "gemma3" else silu
+        act = ACTIVATIONS[self.cfg.family.activation]
         if p + "ffn_gate.weight" in self.w:
             gate, up = self.linear(p + "ffn_gate.weight", x), self.linear(p + "ffn_up.weight", x)
         else:  # phi3: one fused projection, gate first
@@ -281,7 +285,7 @@ class Engine:
             raise InputError(f"token id out of range 0..{emb.shape[0] - 1}")
         pos = np.arange(self.pos, self.pos + ids.size)
         x = emb.rows(ids).astype(np.float32)
-        if c.arch == "gemma3":
+        if c.family.embed_scale:
             x *= np.float32(np.sqrt(c.n_embd))
         for i in range(c.n_layer):
             p = f"blk.{i}."

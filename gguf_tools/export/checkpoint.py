@@ -14,15 +14,9 @@ import numpy as np
 from ..engine.kernels import dequantize
 from ..errors import UnsupportedError
 from ..files import atomic_output
+from ..hf.families import Family, HParams, family_for_arch
 from ..hf.safetensors import write_safetensors
 from .tokenizer import export_tokenizer
-
-EXPORTABLE = {
-    "llama": ("LlamaForCausalLM", "llama"),
-    "qwen2": ("Qwen2ForCausalLM", "qwen2"),
-    "qwen3": ("Qwen3ForCausalLM", "qwen3"),
-    "gemma3": ("Gemma3ForCausalLM", "gemma3_text"),
-}
 
 LAYER_NAMES = {
     "attn_norm": "input_layernorm",
@@ -46,12 +40,12 @@ def _field(reader: gguf.GGUFReader, key: str, default=None):
     return f.contents() if f is not None else default
 
 
-def hf_name(gguf_name: str, arch: str) -> str:
+def hf_name(gguf_name: str, family: Family) -> str:
     parts = gguf_name.split(".")
     if parts[0] == "blk":
         kind = parts[2]
         if kind == "ffn_norm":
-            target = "pre_feedforward_layernorm" if arch == "gemma3" else "post_attention_layernorm"
+            target = family.hf_ffn_norm
         elif kind in LAYER_NAMES:
             target = LAYER_NAMES[kind]
         else:
@@ -62,19 +56,14 @@ def hf_name(gguf_name: str, arch: str) -> str:
     raise UnsupportedError(f"cannot export tensor {gguf_name!r}")
 
 
-def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
-    shape = w.shape
-    return w.reshape(n_head, shape[0] // n_head // 2, 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
-
-
-def export_config(reader: gguf.GGUFReader, arch: str, token_ids: dict) -> dict:
-    p = f"{arch}."
+def export_config(reader: gguf.GGUFReader, family: Family, token_ids: dict) -> dict:
+    p = f"{family.name}."
     g = lambda k, d=None: _field(reader, p + k, d)  # noqa: E731
     n_embd, n_head = int(g("embedding_length")), int(g("attention.head_count"))
     head_dim = int(g("attention.key_length", n_embd // n_head))
     n_layer = int(g("block_count"))
     has_output = any(t.name == "output.weight" for t in reader.tensors)
-    hf_arch, model_type = EXPORTABLE[arch]
+    hf_arch, model_type = family.hf_export
     cfg = {
         "architectures": [hf_arch],
         "model_type": model_type,
@@ -93,22 +82,7 @@ def export_config(reader: gguf.GGUFReader, arch: str, token_ids: dict) -> dict:
         "torch_dtype": "float32",
         **{k: v for k, v in token_ids.items() if v is not None},
     }
-    if arch == "qwen2":
-        cfg["attention_bias"] = True
-    if arch == "gemma3":
-        window = g("attention.sliding_window")
-        cfg.update(
-            hidden_activation="gelu_pytorch_tanh",
-            query_pre_attn_scalar=head_dim,
-            rope_local_base_freq=float(g("rope.freq_base_swa", 10000.0)),
-            final_logit_softcapping=None,
-            attn_logit_softcapping=None,
-        )
-        if window:
-            cfg["sliding_window"] = int(window)
-            cfg["layer_types"] = [
-                "sliding_attention" if (i + 1) % 6 else "full_attention" for i in range(n_layer)
-            ]
+    family.export_config(cfg, g)
     return cfg
 
 
@@ -116,7 +90,8 @@ def export_checkpoint(gguf_path: Path, out_dir: Path, *, dtype: str = "bf16") ->
     """Write ``out_dir`` as a Hugging Face model directory equivalent to ``gguf_path``."""
     reader = gguf.GGUFReader(gguf_path)
     arch = str(_field(reader, "general.architecture"))
-    if arch not in EXPORTABLE:
+    family = family_for_arch(arch)
+    if family is None or family.hf_export is None:
         raise UnsupportedError(f"{gguf_path}: exporting architecture {arch!r} is not supported")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -125,24 +100,23 @@ def export_checkpoint(gguf_path: Path, out_dir: Path, *, dtype: str = "bf16") ->
     for t in reader.tensors:
         if t.name == "token_embd.weight":
             token_ids["vocab_size"] = int(t.shape[-1])
-    cfg = export_config(reader, arch, token_ids)
+    cfg = export_config(reader, family, token_ids)
     cfg["torch_dtype"] = {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}[dtype]
 
-    n_head, n_head_kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hp = HParams(
+        n_layer=cfg["num_hidden_layers"], n_embd=cfg["hidden_size"], n_ff=cfg["intermediate_size"],
+        n_head=cfg["num_attention_heads"], n_head_kv=cfg["num_key_value_heads"], head_dim=cfg["head_dim"],
+        n_ctx=cfg["max_position_embeddings"], rms_eps=cfg["rms_norm_eps"],
+    )
 
     def tensor(t: gguf.ReaderTensor) -> np.ndarray:
         shape = tuple(int(d) for d in reversed(t.shape))
         w = dequantize(t.tensor_type, np.asarray(t.data), shape)
-        if arch == "llama" and t.name.endswith("attn_q.weight"):
-            w = _unpermute(w, n_head)
-        elif arch == "llama" and t.name.endswith("attn_k.weight"):
-            w = _unpermute(w, n_head_kv)
-        if arch == "gemma3" and t.name.endswith("norm.weight"):
-            w = w - np.float32(1.0)
-        return w
+        inverse = family.untransform(t.name, hp)
+        return inverse(w) if inverse else w
 
     entries = [
-        (hf_name(t.name, arch), dtype, tuple(int(d) for d in reversed(t.shape)), (lambda t=t: tensor(t)))
+        (hf_name(t.name, family), dtype, tuple(int(d) for d in reversed(t.shape)), (lambda t=t: tensor(t)))
         for t in reader.tensors
         if t.name != "rope_freqs.weight"
     ]

@@ -173,16 +173,10 @@ def _spec_from_spm(spm: _Spm, path: Path, root: Path, tok_cfg: dict, tok_json: d
             continue
         if not special and not _looks_special(content):
             content = content.replace(SPACE_MARK, " ")  # llama.cpp matches user-defined tokens on raw text
-        same = tid < len(spm.pieces) and tokens[tid] == content
-        if special or _looks_special(content):
-            # keep the model's own unknown/control pieces
-            if not (same and types[tid] in (TokenType.UNKNOWN, TokenType.CONTROL)):
-                types[tid] = TokenType.CONTROL
-        else:
-            types[tid] = TokenType.USER_DEFINED
-        if not same:
-            tokens[tid] = content
-            scores[tid] = SPM_PAD_SCORE
+        # As llama.cpp's converter: the added-token entry decides, over the piece's own type (<unk> included)
+        types[tid] = TokenType.CONTROL if special or _looks_special(content) else TokenType.USER_DEFINED
+        tokens[tid] = content
+        scores[tid] = SPM_PAD_SCORE
     if spm.model_type != 2:
         kind = {1: "unigram", 3: "word", 4: "char"}.get(spm.model_type, str(spm.model_type))
         notes.append(f"{path}: a SentencePiece {kind} model; llama.cpp tokenizes it with BPE-style merges "
