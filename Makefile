@@ -36,8 +36,9 @@ bench: setup
 	$(PY) -m bench
 
 lint: setup
-	$(PIP) install -q ruff==0.17.6
+	$(PIP) install -q ruff==0.17.6 import-linter==2.17
 	$(VENV)/bin/ruff check gguf_tools gguf_runtime tests samples bench fuzz
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf build gguf_tools/*.so gguf_runtime/*.so .pytest_cache

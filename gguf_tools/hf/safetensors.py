@@ -151,12 +151,6 @@ def _parse_entry(path: Path, name: str, info: object, data_size: int) -> TensorE
     return TensorEntry(name, dtype, tuple(shape), begin, end)
 
 
-def to_bf16_bits(x: np.ndarray) -> np.ndarray:
-    """float32 -> bfloat16 bit patterns, rounding to nearest even (as torch does)."""
-    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-    return ((u + (np.uint32(0x7FFF) + ((u >> 16) & 1))) >> 16).astype(np.uint16)
-
-
 def write_safetensors(
     path: Path,
     entries: list[tuple[str, str, tuple[int, ...], Callable[[], np.ndarray]]],
@@ -164,6 +158,7 @@ def write_safetensors(
 ) -> None:
     """Stream tensors (name, "bf16"|"f16"|"f32", shape, producer of float32) into one file, atomically."""
     from ..files import atomic_output
+    from ..quantize.blocks import to_bf16_bits
 
     kinds = {"bf16": ("BF16", 2), "f16": ("F16", 2), "f32": ("F32", 4)}
     header: dict[str, object] = {"__metadata__": metadata or {}}

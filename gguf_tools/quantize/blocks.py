@@ -201,3 +201,9 @@ def unpack(qtype: Q, raw: np.ndarray) -> dict[str, np.ndarray]:
         return {"L": (low | (high << 4)).reshape(nb, 256), "sc": raw[:, 192:208].view(np.int8).astype(np.int32),
                 "d": h(208)}
     raise ValueError(f"no layout for {qtype!r}")
+
+
+def to_bf16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bit patterns, rounding to nearest even (as torch does)."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    return ((u + (np.uint32(0x7FFF) + ((u >> 16) & 1))) >> 16).astype(np.uint16)

@@ -10,8 +10,8 @@ from collections.abc import Callable
 import gguf
 import numpy as np
 
-from ..hf.safetensors import to_bf16_bits
 from . import check_finite
+from .blocks import to_bf16_bits
 
 Q = gguf.GGMLQuantizationType
 
