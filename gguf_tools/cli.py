@@ -321,6 +321,47 @@ def imatrix(
 
 
 @app.command()
+def fit(
+    model: Path = typer.Argument(..., help="GGUF or packed file."),
+    device: str | None = typer.Option(None, "--device", help="Device profile (see devices.toml)."),
+    ram: str | None = typer.Option(None, "--ram", help="Memory budget instead of a device, e.g. 4GiB."),
+    ctx: str = typer.Option("4096", "--ctx", help="Context length, or 'max' for the largest that fits."),
+    kv: str = typer.Option("f16", "--kv", help="KV cache type: f16, q8_0 or q4_0."),
+    swa_full: bool = typer.Option(True, "--swa-full/--swa-window", help="Full-size SWA cache (llama.cpp's default)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Memory plan before loading: weights, KV cache, compute, overhead; fits / pages / cannot."""
+    from .device.devices import device as find_device
+    from .device.devices import parse_size
+    from .device.fit import fit as run_fit
+
+    if device and ram:
+        raise click.UsageError("use --device or --ram, not both")
+    if ctx != "max" and not ctx.isdigit():
+        raise click.UsageError(f"--ctx must be a number or 'max', not {ctx!r}")
+    dev = find_device(device) if device else None
+    budget = dev.budget if dev else parse_size(ram) if ram else None
+    p = run_fit(model, ctx if ctx == "max" else int(ctx), kv, budget=budget,
+                bandwidth=dev.bandwidth if dev else None, swa_full=swa_full)
+    if as_json:
+        _emit_json({"model": str(model), "device": device, **p.as_dict()})
+        return
+    mib = 2**20
+    lines = [f"{model.name} at ctx {p.ctx}, KV {p.kv_type}" + (f", on {device}" if device else ""),
+             f"  weights   {p.weights / mib:9.1f} MiB  ({'anonymous: packed' if p.packed else 'mapped'})",
+             f"  KV cache  {p.kv / mib:9.1f} MiB",
+             f"  compute   {p.compute / mib:9.1f} MiB",
+             f"  overhead  {p.overhead / mib:9.1f} MiB",
+             f"  total     {p.total / mib:9.1f} MiB" + (f" of {p.budget / mib:.0f} MiB budget" if p.budget else ""),
+             f"verdict: {p.verdict}"]
+    if p.budget:
+        lines.append(f"largest context that fits: {p.max_ctx or 'none'}")
+    if p.tokens_per_s:
+        lines.append(f"decode bound: {p.tokens_per_s:.0f} tokens/s (bandwidth / bytes read per token)")
+    typer.echo("\n".join(lines))
+
+
+@app.command()
 def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
     """Show the SIMD path, default threads, library versions, whether llama.cpp loads, the cache dir."""
     from .doctor import diagnose, format_report
