@@ -361,6 +361,40 @@ def fit(
     typer.echo("\n".join(lines))
 
 
+@app.command("split")
+def split_cmd(
+    model: Path = typer.Argument(..., help="GGUF file to split."),
+    max_size: str = typer.Option(..., "--max-size", help="Largest shard, whole file: 4GiB, 100MB (G = 10^9), fat32, hf."),
+    output: Path | None = typer.Option(None, "-o", "--output-dir", help="Directory for the shards (default: beside MODEL)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Split into llama.cpp-compatible shards NAME-00001-of-0000N.gguf (llama.cpp loads the first)."""
+    from .device.devices import parse_size
+    from .device.split import split
+
+    names = split(model, parse_size(max_size), output)
+    if as_json:
+        _emit_json({"shards": [{"path": str(n), "bytes": n.stat().st_size} for n in names]})
+    else:
+        typer.echo("\n".join(f"wrote {n} ({n.stat().st_size} bytes)" for n in names))
+
+
+@app.command()
+def merge(
+    first: Path = typer.Argument(..., help="The first shard, NAME-00001-of-0000N.gguf."),
+    output: Path = typer.Option(..., "-o", "--output", help="GGUF file to write."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Join shards into the original GGUF, byte for byte (checked against its sha256)."""
+    from .device.split import merge as run_merge
+
+    dest = run_merge(first, output)
+    if as_json:
+        _emit_json({"output": str(dest), "bytes": dest.stat().st_size})
+    else:
+        typer.echo(f"wrote {dest} ({dest.stat().st_size} bytes)")
+
+
 @app.command()
 def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
     """Show the SIMD path, default threads, library versions, whether llama.cpp loads, the cache dir."""
