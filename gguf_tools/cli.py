@@ -396,6 +396,43 @@ def merge(
 
 
 @app.command()
+def manifest(
+    target: Path = typer.Argument(..., help="Directory of GGUF files (or shards), or one GGUF file."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Where to write (default: DIR/manifest.json)."),
+) -> None:
+    """Write manifest.json: every file's bytes and sha256, every tensor's gguf-hash line, metadata digests."""
+    from .device.manifest import build_manifest, gguf_files, write_manifest
+
+    directory = target if target.is_dir() else target.parent
+    files = gguf_files(target) if target.is_dir() else [target]
+    dest = output or directory / "manifest.json"
+    write_manifest(dest, build_manifest(directory, files))
+    typer.echo(f"wrote {dest} ({len(files)} files)")
+
+
+@app.command()
+def verify(
+    target: Path = typer.Argument(..., help="Package directory, or one file with --manifest."),
+    manifest_path: Path | None = typer.Option(None, "--manifest", help="manifest.json (default: in the directory)."),
+    fast: bool = typer.Option(False, "--fast", help="xxh64 file digests instead of sha256."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Check files against manifest.json; name each file, shard, tensor or metadata key that differs (exit 3)."""
+    from .device.verify import verify as run_verify
+    from .errors import InputError
+
+    r = run_verify(target, manifest_path, fast=fast)
+    if as_json:
+        _emit_json(r.as_dict())
+    else:
+        typer.echo("\n".join(r.problems) if r.problems else f"ok: {r.checked} files match the manifest")
+    if not r.ok:
+        if as_json:
+            raise typer.Exit(3)
+        raise InputError(f"{target}: {len(r.problems)} problems against the manifest")
+
+
+@app.command()
 def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
     """Show the SIMD path, default threads, library versions, whether llama.cpp loads, the cache dir."""
     from .doctor import diagnose, format_report

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import tomllib
-
 from ..errors import InputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:   # pragma: no cover
+    import tomli as tomllib
 
 FAT32_LIMIT = 4_294_967_295
 _UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9,
