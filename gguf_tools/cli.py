@@ -433,6 +433,60 @@ def verify(
 
 
 @app.command()
+def package(
+    src: str = typer.Argument(..., help="Hugging Face model directory or GGUF file."),
+    output: Path = typer.Option(..., "-o", "--output", help="Package directory to create."),
+    quant: str | None = typer.Option(None, "--quant", "-q", help="Preset (default: the source as it is)."),
+    target_size: str | None = typer.Option(None, "--target-size", help="Best preset under this size, e.g. 100MB."),
+    device: str | None = typer.Option(None, "--device", help="Best preset whose fit verdict is 'fits' on this device."),
+    ctx: int = typer.Option(4096, "--ctx", help="Context the package is planned for."),
+    max_file_size: str | None = typer.Option(None, "--max-file-size", help="Split above this: 4GiB, fat32, hf, 100MB."),
+    smoke_prompt: str | None = typer.Option(None, "--smoke", help="Run this prompt once; record answer and tokens/s."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing package directory."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Build a verified, device-ready directory: model or shards, manifest.json, README.md model card."""
+    from .device.devices import device as find_device
+    from .device.devices import parse_size
+    from .device.package import package as run_package
+
+    if sum(x is not None for x in (quant, target_size, device)) > 1:
+        raise click.UsageError("use one of --quant, --target-size, --device")
+    smoke = None
+    if smoke_prompt:
+        def smoke(path: Path) -> dict:
+            import time
+
+            from gguf_runtime import Model
+
+            m = Model(path, n_ctx=min(ctx, 2048))
+            t = time.perf_counter()
+            tokens = list(m.stream_chat(smoke_prompt, max_tokens=32))
+            return {"prompt": smoke_prompt, "answer": "".join(tokens),
+                    "tokens_per_s": len(tokens) / max(time.perf_counter() - t, 1e-9)}
+    r = run_package(src, output, quant=quant, device=find_device(device) if device else None,
+                    target_size=parse_size(target_size) if target_size else None, ctx=ctx,
+                    max_file_size=parse_size(max_file_size) if max_file_size else None, smoke=smoke, overwrite=force)
+    if as_json:
+        _emit_json(r.as_dict())
+    else:
+        typer.echo(f"wrote {r.directory}: " + ", ".join(f.name for f in r.files) + (f" ({r.quant})" if r.quant else ""))
+
+
+@app.command()
+def install(
+    package_dir: Path = typer.Argument(..., help="Package directory (with manifest.json)."),
+    to: Path = typer.Option(..., "--to", help="Destination directory to create."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing destination."),
+) -> None:
+    """Check every sha256 of the manifest, then copy the package to DEST atomically."""
+    from .device.package import install as run_install
+
+    files = run_install(package_dir, to, overwrite=force)
+    typer.echo(f"installed {len(files)} files in {to}")
+
+
+@app.command()
 def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
     """Show the SIMD path, default threads, library versions, whether llama.cpp loads, the cache dir."""
     from .doctor import diagnose, format_report
