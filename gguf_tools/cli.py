@@ -441,6 +441,7 @@ def package(
     device: str | None = typer.Option(None, "--device", help="Best preset whose fit verdict is 'fits' on this device."),
     ctx: int = typer.Option(4096, "--ctx", help="Context the package is planned for."),
     max_file_size: str | None = typer.Option(None, "--max-file-size", help="Split above this: 4GiB, fat32, hf, 100MB."),
+    pack_files: bool = typer.Option(False, "--pack", help="Entropy-code the model files (install unpacks them)."),
     smoke_prompt: str | None = typer.Option(None, "--smoke", help="Run this prompt once; record answer and tokens/s."),
     force: bool = typer.Option(False, "--force", help="Replace an existing package directory."),
     as_json: bool = typer.Option(False, "--json"),
@@ -466,7 +467,8 @@ def package(
                     "tokens_per_s": len(tokens) / max(time.perf_counter() - t, 1e-9)}
     r = run_package(src, output, quant=quant, device=find_device(device) if device else None,
                     target_size=parse_size(target_size) if target_size else None, ctx=ctx,
-                    max_file_size=parse_size(max_file_size) if max_file_size else None, smoke=smoke, overwrite=force)
+                    max_file_size=parse_size(max_file_size) if max_file_size else None, pack=pack_files, smoke=smoke,
+                    overwrite=force)
     if as_json:
         _emit_json(r.as_dict())
     else:
@@ -479,7 +481,7 @@ def install(
     to: Path = typer.Option(..., "--to", help="Destination directory to create."),
     force: bool = typer.Option(False, "--force", help="Replace an existing destination."),
 ) -> None:
-    """Check every sha256 of the manifest, then copy the package to DEST atomically."""
+    """Check every sha256 of the manifest; copy the package to DEST atomically, unpacking packed files."""
     from .device.package import install as run_install
 
     files = run_install(package_dir, to, overwrite=force)

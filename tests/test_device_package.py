@@ -92,3 +92,13 @@ def test_install_checks_every_sha256_and_copies_atomically(tmp_path):
     with pytest.raises(InputError, match=shard.name):
         install(pkg, tmp_path / "dest2")
     assert not (tmp_path / "dest2").exists()
+
+
+def test_a_packed_package_verifies_and_installs_as_plain_mappable_ggufs(tmp_path):
+    src = smollm2_gguf()
+    r = package(src, tmp_path / "pkg", pack=True)
+    (packed,) = r.files
+    assert packed.suffix == ".ggpk" and verify(tmp_path / "pkg").ok
+    files = install(tmp_path / "pkg", tmp_path / "dest")
+    model = next(f for f in files if f.suffix == ".gguf")
+    assert model.read_bytes() == src.read_bytes() and verify(tmp_path / "dest").ok

@@ -86,6 +86,14 @@ def has_xxhash() -> bool:
     return True
 
 
+def file_entry(directory: Path, path: Path, algo: str = "sha256") -> dict[str, Any]:
+    entry: dict[str, Any] = {"path": path.relative_to(directory).as_posix(), "bytes": path.stat().st_size,
+                             algo: file_digest(path, algo)}
+    if algo != "xxh64" and has_xxhash():
+        entry["xxh64"] = file_digest(path, "xxh64")
+    return entry
+
+
 def build_manifest(directory: Path, files: list[Path], *, algo: str = "sha256", plan: dict | None = None,
                    smoke: dict | None = None) -> dict:
     """The manifest of ``files`` (paths inside ``directory``; GGUF shards in order). Files also get an
@@ -94,9 +102,7 @@ def build_manifest(directory: Path, files: list[Path], *, algo: str = "sha256", 
     head: GGUFView | None = None
     for path in files:
         rel = path.relative_to(directory).as_posix()
-        entry: dict[str, Any] = {"path": rel, "bytes": path.stat().st_size, algo: file_digest(path, algo)}
-        if algo != "xxh64" and has_xxhash():
-            entry["xxh64"] = file_digest(path, "xxh64")
+        entry = file_entry(directory, path, algo)
         if path.suffix == ".gguf":
             view = read_gguf(path)
             head = head or view

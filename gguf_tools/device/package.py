@@ -23,7 +23,7 @@ from ..files import check_free_space
 from .devices import Device
 from .fit import Plan, model_shape, plan, read_shape
 from .gguf import read_gguf
-from .manifest import build_manifest, gguf_files, identity, write_manifest
+from .manifest import build_manifest, file_entry, gguf_files, identity, write_manifest
 from .split import split
 from .verify import verify
 
@@ -31,6 +31,7 @@ from .verify import verify
 CANDIDATES = ("Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K")
 CARD_CONTEXTS = (512, 2048, 4096, 8192, 32768)
 MiB = 1 << 20
+PACKED_SUFFIX = ".ggpk"
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ def _staging(dest: Path, overwrite: bool):
 
 def package(src: str | os.PathLike, dest: str | os.PathLike, *, quant: str | None = None,
             device: Device | None = None, target_size: int | None = None, ctx: int = 4096, kv_type: str = "f16",
-            max_file_size: int | None = None,
+            max_file_size: int | None = None, pack: bool = False,
             smoke: Callable[[Path], dict] | None = None, overwrite: bool = False) -> PackageResult:
     """Build the package directory ``dest`` from an HF checkpoint or a GGUF file."""
     src, dest = Path(src), Path(dest)
@@ -183,12 +184,32 @@ def package(src: str | os.PathLike, dest: str | os.PathLike, *, quant: str | Non
         smoke_result = smoke(files[0]) if smoke else None
         memory = [(c, plan(shape, c, "f16")) for c in CARD_CONTEXTS if c <= max(shape.n_ctx_train, 512)]
         meta = read_gguf(files[0], values=False).metadata
-        (work / "README.md").write_text(model_card(meta, memory, quant, [f.name for f in files]), encoding="utf-8")
-        m = build_manifest(work, files + [work / "README.md"],
-                           plan={"device": device.name if device else None, **chosen.as_dict()}, smoke=smoke_result)
+        m = build_manifest(work, files, plan={"device": device.name if device else None, **chosen.as_dict()},
+                           smoke=smoke_result)
         m["identity"] = identity(meta)
+        if pack:
+            files = _pack_files(work, m)
+        (work / "README.md").write_text(model_card(meta, memory, quant, [f.name for f in files]), encoding="utf-8")
+        m["files"].append(file_entry(work, work / "README.md"))
         write_manifest(work / "manifest.json", m)
     return PackageResult(dest, [dest / f.name for f in files], quant, chosen)
+
+
+def _pack_files(work: Path, m: dict) -> list[Path]:
+    """Entropy-code each GGUF; its manifest entry moves under ``unpacks_to`` of the packed file's entry.
+    (A packed file run directly sits in anonymous memory: install unpacks it to a mappable GGUF.)"""
+    from ..packed import pack as pack_file
+
+    out, entries = [], []
+    for e in m["files"]:
+        gguf_path = work / e["path"]
+        packed = gguf_path.with_suffix(PACKED_SUFFIX)
+        pack_file(gguf_path, packed)
+        gguf_path.unlink()
+        entries.append({**file_entry(work, packed), "unpacks_to": e})
+        out.append(packed)
+    m["files"] = entries
+    return out
 
 
 def _split_shape(files: list[Path]):
@@ -205,12 +226,19 @@ def install(directory: str | os.PathLike, dest: str | os.PathLike, *, overwrite:
     if not report.ok:
         raise InputError(f"{directory}: " + "; ".join(report.problems))
     m = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
-    names = [e["path"] for e in m["files"]] + ["manifest.json"]
-    check_free_space(dest.parent if str(dest.parent) else Path("."), sum(e["bytes"] for e in m["files"]))
+    plain = [e.get("unpacks_to", e) for e in m["files"]]
+    check_free_space(dest.parent if str(dest.parent) else Path("."), sum(e["bytes"] for e in plain))
     with _staging(dest, overwrite) as work:
-        for n in names:
-            shutil.copyfile(directory / n, work / n)
+        for e in m["files"]:
+            if "unpacks_to" in e:   # unpack checks the original's sha256 before the file appears
+                from ..packed import unpack
+
+                unpack(directory / e["path"], work / e["unpacks_to"]["path"])
+            else:
+                shutil.copyfile(directory / e["path"], work / e["path"])
+        installed = {**m, "files": plain}
+        write_manifest(work / "manifest.json", installed)
         again = verify(work)
         if not again.ok:
-            raise OutputError(f"{dest}: copy does not match the manifest: " + "; ".join(again.problems))
-    return [dest / n for n in names]
+            raise OutputError(f"{dest}: installed files do not match the manifest: " + "; ".join(again.problems))
+    return [dest / e["path"] for e in plain] + [dest / "manifest.json"]
