@@ -102,3 +102,14 @@ def test_a_packed_package_verifies_and_installs_as_plain_mappable_ggufs(tmp_path
     files = install(tmp_path / "pkg", tmp_path / "dest")
     model = next(f for f in files if f.suffix == ".gguf")
     assert model.read_bytes() == src.read_bytes() and verify(tmp_path / "dest").ok
+
+
+def test_package_from_a_hugging_face_checkpoint_for_a_device_plans_then_converts_once(tmp_path, monkeypatch):
+    from tiny_models import build_tiny_model
+
+    src = build_tiny_model("smollm2", tmp_path / "hf")
+    monkeypatch.setenv("GGUF_TOOLS_DEVICES", _profiles(tmp_path, 4096)["GGUF_TOOLS_DEVICES"])
+    r = package(src, tmp_path / "pkg", device=device("tiny"), ctx=512)
+    assert r.quant == "Q8_0" and r.plan.verdict == "fits"
+    assert sorted(p.name for p in (tmp_path / "pkg").iterdir()) == ["README.md", "manifest.json", "smollm2-Q8_0.gguf"]
+    assert verify(tmp_path / "pkg").ok
