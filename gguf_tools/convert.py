@@ -20,6 +20,7 @@ from .files import atomic_output
 from .gguf_file.writer import OutTensor, write_gguf
 from .hf.checkpoint import Checkpoint, open_checkpoint
 from .hf.families import TensorJob, add_hparams, detect_family, plan_tensors, read_hparams
+from .hf.provenance import add_provenance
 from .plan import Plan, TensorSpec, get_preset, plan_types
 from .quantize.encode import encode
 from .tokenizer import add_tokenizer_metadata, load_tokenizer
@@ -104,6 +105,7 @@ def convert(
         def add_metadata(w: gguf.GGUFWriter) -> None:
             w.add_type(gguf.GGUFType.MODEL)
             w.add_name(_model_name(ckpt))
+            add_provenance(w, ckpt.root, n_params)
             add_hparams(w, family, ckpt.config, hp)
             add_quant_metadata(w, preset, tensors, imatrix, mode)
             add_tokenizer_metadata(w, spec)

@@ -108,8 +108,16 @@ def test_package_from_a_hugging_face_checkpoint_for_a_device_plans_then_converts
     from tiny_models import build_tiny_model
 
     src = build_tiny_model("smollm2", tmp_path / "hf")
+    (src / "README.md").write_text("---\nlicense: apache-2.0\nbase_model: HuggingFaceTB/SmolLM2-135M\n"
+                                   "tags: [edge, tiny]\n---\n# tiny\n")
     monkeypatch.setenv("GGUF_TOOLS_DEVICES", _profiles(tmp_path, 4096)["GGUF_TOOLS_DEVICES"])
     r = package(src, tmp_path / "pkg", device=device("tiny"), ctx=512)
     assert r.quant == "Q8_0" and r.plan.verdict == "fits"
     assert sorted(p.name for p in (tmp_path / "pkg").iterdir()) == ["README.md", "manifest.json", "smollm2-Q8_0.gguf"]
     assert verify(tmp_path / "pkg").ok
+    meta = read_gguf(tmp_path / "pkg" / "smollm2-Q8_0.gguf").metadata   # provenance from the model card
+    assert meta["general.license"] == "apache-2.0" and meta["general.tags"] == ["edge", "tiny"]
+    assert meta["general.base_model.0.repo_url"] == "https://huggingface.co/HuggingFaceTB/SmolLM2-135M"
+    assert meta["general.size_label"]
+    card = (tmp_path / "pkg" / "README.md").read_text()
+    assert 'base_model: "HuggingFaceTB/SmolLM2-135M"' in card and 'tags: [gguf, "edge", "tiny"]' in card

@@ -96,12 +96,14 @@ def choose_by_size(needs: dict[str, Plan], target: int) -> str:
 
 def model_card(meta: dict, memory: list[tuple[int, Plan]], quant: str | None, files: list[str]) -> str:
     """README.md with Hugging Face front matter, repeating the GGUF's provenance keys."""
-    base = meta.get("general.base_model.0.repo_url") or meta.get("general.base_model.0.name") or meta.get(
-        "general.basename") or meta.get("general.name", "")
+    org, base = meta.get("general.base_model.0.organization"), meta.get("general.base_model.0.name")
+    base = f"{org}/{base}" if org and base else base or meta.get("general.basename") or meta.get("general.name", "")
     front = ["---", f"base_model: {json.dumps(str(base))}"]
     if meta.get("general.license"):
         front.append(f"license: {json.dumps(str(meta['general.license']))}")
-    front += ["quantized_by: gguf-tools", "tags: [gguf]", "---", ""]
+    tags = ["gguf"] + [str(t) for t in meta.get("general.tags") or [] if str(t) != "gguf"]
+    front += ["quantized_by: gguf-tools", f"tags: [{', '.join(json.dumps(t) if t != 'gguf' else t for t in tags)}]",
+              "---", ""]
     name = meta.get("general.name") or base or "model"
     body = [f"# {name} (GGUF{', ' + quant if quant else ''})", "",
             "Files: " + ", ".join(f"`{f}`" for f in files) + ". llama.cpp loads the first; `gguf-tools verify .` checks"
@@ -183,7 +185,7 @@ def package(src: str | os.PathLike, dest: str | os.PathLike, *, quant: str | Non
                                 f" {device.budget / MiB:.0f} MiB")
         smoke_result = smoke(files[0]) if smoke else None
         memory = [(c, plan(shape, c, "f16")) for c in CARD_CONTEXTS if c <= max(shape.n_ctx_train, 512)]
-        meta = read_gguf(files[0], values=False).metadata
+        meta = read_gguf(files[0]).metadata
         m = build_manifest(work, files, plan={"device": device.name if device else None, **chosen.as_dict()},
                            smoke=smoke_result)
         m["identity"] = identity(meta)
