@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -19,13 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError, OutputError, ResourceError
-from ..files import check_free_space
+from ..files import check_free_space, read_json
 from .devices import Device
 from .fit import Plan, model_shape, plan, read_shape
 from .gguf import read_gguf
 from .manifest import build_manifest, file_entry, gguf_files, identity, write_manifest
-from .split import split
-from .verify import verify
+from .split import _CHUNK, split
 
 # best quality first: --device takes the first whose plan fits
 CANDIDATES = ("Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K")
@@ -222,25 +222,44 @@ def _split_shape(files: list[Path]):
 
 
 def install(directory: str | os.PathLike, dest: str | os.PathLike, *, overwrite: bool = False) -> list[Path]:
-    """Check every file against the package's manifest, then copy them to ``dest`` atomically."""
+    """Copy a package to ``dest`` atomically, unpacking packed files to plain (mappable) GGUFs.
+
+    Every byte is read once: a plain file is hashed as it is copied, and a packed one is decoded by
+    ``unpack``, which checks the original's sha256 (compared here with the manifest's) before it writes
+    the file into place. Any mismatch names the file and leaves nothing at ``dest``.
+    """
     directory, dest = Path(directory), Path(dest)
-    report = verify(directory)
-    if not report.ok:
-        raise InputError(f"{directory}: " + "; ".join(report.problems))
-    m = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+    m = read_json(directory / "manifest.json", "manifest")
+    if not isinstance(m, dict) or not isinstance(m.get("files"), list):
+        raise InputError(f"{directory}/manifest.json: not a gguf-tools manifest")
     plain = [e.get("unpacks_to", e) for e in m["files"]]
     check_free_space(dest.parent if str(dest.parent) else Path("."), sum(e["bytes"] for e in plain))
     with _staging(dest, overwrite) as work:
         for e in m["files"]:
-            if "unpacks_to" in e:   # unpack checks the original's sha256 before the file appears
+            src = directory / e["path"]
+            if not src.is_file():
+                raise InputError(f"{src}: missing")
+            if "unpacks_to" in e:
                 from ..packed import unpack
 
-                unpack(directory / e["path"], work / e["unpacks_to"]["path"])
+                want = e["unpacks_to"]
+                got = unpack(src, work / want["path"])
+                if got.sha256 != want["sha256"] or got.original_size != want["bytes"]:
+                    raise InputError(f"{src}: unpacks to sha256 {got.sha256}, the manifest says {want['sha256']}")
             else:
-                shutil.copyfile(directory / e["path"], work / e["path"])
-        installed = {**m, "files": plain}
-        write_manifest(work / "manifest.json", installed)
-        again = verify(work)
-        if not again.ok:
-            raise OutputError(f"{dest}: installed files do not match the manifest: " + "; ".join(again.problems))
+                digest = _copy_hashed(src, work / e["path"])
+                if digest != e["sha256"]:
+                    raise InputError(f"{src}: sha256 {digest}, the manifest says {e['sha256']}")
+        write_manifest(work / "manifest.json", {**m, "files": plain})
     return [dest / e["path"] for e in plain] + [dest / "manifest.json"]
+
+
+def _copy_hashed(src: Path, dst: Path) -> str:
+    h = hashlib.sha256()
+    with open(src, "rb") as fi, open(dst, "wb") as fo:
+        while chunk := fi.read(_CHUNK):
+            h.update(chunk)
+            fo.write(chunk)
+        fo.flush()
+        os.fsync(fo.fileno())
+    return h.hexdigest()
