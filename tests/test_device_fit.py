@@ -97,3 +97,11 @@ def test_sizes_parse_like_gguf_split_and_bad_ones_are_input_errors():
     assert parse_size("fat32") == 2**32 - 1
     with pytest.raises(InputError):
         parse_size("lots")
+
+
+def test_fit_of_a_first_shard_counts_the_whole_split_model(tmp_path):
+    from gguf_tools.device.split import split
+
+    whole = fit(smollm2_gguf(), 2048)
+    first = split(smollm2_gguf(), 40 * 10**6, tmp_path)[0]
+    assert fit(first, 2048).weights == whole.weights

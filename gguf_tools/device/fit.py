@@ -21,7 +21,7 @@ Every number comes from the GGUF header (no model is loaded). The parts, as llam
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..errors import InputError
@@ -136,13 +136,20 @@ def model_shape(view: GGUFView, file_size: int) -> ModelShape:
 
 
 def read_shape(path: str | os.PathLike) -> ModelShape:
-    """The shape of a GGUF file on disk; scalars only unless the model has per-layer arrays."""
+    """The shape of a GGUF file on disk; scalars only unless the model has per-layer arrays.
+    The first shard of a split model stands for the whole: the other shards' tensor bytes are added."""
     path = Path(path)
     view = read_gguf(path, values=False)
     arch = str(view.metadata.get("general.architecture", ""))
     if arch in SWA_ARCHS or f"{arch}.attention.head_count_kv" not in view.metadata:
         view = read_gguf(path, values=True)
-    return model_shape(view, path.stat().st_size)
+    shape = model_shape(view, path.stat().st_size)
+    if int(view.metadata.get("split.count", 1) or 1) > 1:
+        from .split import shard_paths
+
+        rest = sum(p.stat().st_size - read_gguf(p, values=False).data_offset for p in shard_paths(path)[1:])
+        shape = replace(shape, weight_bytes=shape.weight_bytes + rest, read_per_token=shape.read_per_token + rest)
+    return shape
 
 
 def pad(n: int, to: int = CELL_PAD) -> int:

@@ -177,7 +177,7 @@ def package(src: str | os.PathLike, dest: str | os.PathLike, *, quant: str | Non
             split(model, max_file_size, work, name)
             model.unlink()
         files = gguf_files(work)
-        shape = read_shape(files[0]) if len(files) == 1 else _split_shape(files)
+        shape = read_shape(files[0])
         chosen = plan(shape, ctx, kv_type, budget=device.budget if device else None,
                       bandwidth=device.bandwidth if device else None)
         if device is not None and chosen.verdict != "fits":
@@ -212,13 +212,6 @@ def _pack_files(work: Path, m: dict) -> list[Path]:
         out.append(packed)
     m["files"] = entries
     return out
-
-
-def _split_shape(files: list[Path]):
-    """A split model's shape: the first shard's header, every shard's tensor bytes."""
-    shape = read_shape(files[0])
-    total = shape.weight_bytes + sum(f.stat().st_size - read_gguf(f, values=False).data_offset for f in files[1:])
-    return dataclasses.replace(shape, weight_bytes=total, read_per_token=total)
 
 
 def install(directory: str | os.PathLike, dest: str | os.PathLike, *, overwrite: bool = False) -> list[Path]:
