@@ -105,3 +105,14 @@ def test_fit_of_a_first_shard_counts_the_whole_split_model(tmp_path):
     whole = fit(smollm2_gguf(), 2048)
     first = split(smollm2_gguf(), 40 * 10**6, tmp_path)[0]
     assert fit(first, 2048).weights == whole.weights
+
+
+def test_model_refuses_a_context_its_fit_plan_says_the_machine_cannot_hold():
+    pytest.importorskip("llama_cpp")
+    from gguf_runtime import Model
+    from gguf_tools.errors import ResourceError
+
+    ctx = 1 << 24
+    need = fit(smollm2_gguf(), ctx).total
+    with pytest.raises(ResourceError, match=f"needs about {need / 2**30:.1f} GiB of RAM at n_ctx={ctx}"):
+        Model(smollm2_gguf(), n_ctx=ctx)
