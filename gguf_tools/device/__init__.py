@@ -1,2 +1,3 @@
-"""Edge packaging: how much memory a model needs on a device (fit), the device profiles, and
-llama.cpp-compatible split files. Everything here reads GGUF through ``gguf.read_gguf`` alone."""
+"""Edge packaging: the memory plan (fit), device profiles, llama.cpp-compatible split files, the
+manifest and verify, and the package / install pipeline. Every GGUF header here is read through
+``gguf.read_gguf`` alone; nothing here imports gguf_runtime (the smoke test is a callback)."""
