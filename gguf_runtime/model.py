@@ -1,45 +1,27 @@
 """Model: load a GGUF file (plain or packed) with llama.cpp and generate or chat, with sane defaults for laptops."""
 from __future__ import annotations
 
-import contextlib
-import mmap
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 
+from gguf_tools.device.fit import Plan, model_shape, plan, read_shape
 from gguf_tools.errors import InputError, ResourceError
-from gguf_tools.gguf_file.header import parse_gguf_header
-from gguf_tools.packed import is_packed
+from gguf_tools.packed import is_packed, read_packed_header
 from gguf_tools.system import check_threads
 
 from .chat_template import FALLBACK, render
 from .llama_load import LlamaSource, llama_source, new_llama
 
 
-def memory_needed(path: Path, n_ctx: int, meta: dict) -> int:
-    """Weights (mapped) + KV cache (f16) + a fixed allowance for compute buffers."""
-    arch = meta.get("general.architecture", "")
-    n_layer = int(meta.get(f"{arch}.block_count", 0) or 0)
-    n_embd = int(meta.get(f"{arch}.embedding_length", 0) or 0)
-    n_head = int(meta.get(f"{arch}.attention.head_count", 1) or 1)
-    n_head_kv = int(meta.get(f"{arch}.attention.head_count_kv", n_head) or n_head)
-    head_dim = int(meta.get(f"{arch}.attention.key_length", n_embd // max(n_head, 1)) or 0)
-    kv = 2 * n_layer * n_ctx * n_head_kv * head_dim * 2
-    return path.stat().st_size + kv + 64 * 2**20
-
-
-def _scalar_metadata(path: Path, what: str) -> dict[str, object]:
-    """The header's non-array values, read in milliseconds: enough to size the load before
-    llama.cpp spends time on the vocabulary."""
-    with open(path, "rb") as fh:
-        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-    try:
-        return parse_gguf_header(mm, what=what, keep_values=False, keep_scalars=True).metadata
-    finally:
-        with contextlib.suppress(BufferError):   # a parse error's traceback may still hold views of it
-            mm.close()
+def memory_plan(path: Path, n_ctx: int) -> Plan:
+    """gguf_tools' fit plan for this load (f16 KV cache, llama.cpp's full-size SWA cache), from the header."""
+    if is_packed(path):
+        header = read_packed_header(path)
+        return plan(model_shape(header.gguf, header.original_size), n_ctx, packed=True)
+    return plan(read_shape(path), n_ctx)
 
 
 class Model:
@@ -63,11 +45,10 @@ class Model:
             self._load(source, n_ctx, seed)
 
     def _load(self, source: LlamaSource, n_ctx: int, seed: int) -> None:
-        load_path = Path(source.path)
-        meta = _scalar_metadata(load_path, str(self.path))
-        need, avail = memory_needed(load_path, n_ctx, meta), psutil.virtual_memory().available
+        p = memory_plan(self.path, n_ctx)
+        need, avail = p.total, psutil.virtual_memory().available
         if source.path.startswith("/proc/self/fd/"):  # decoding into a memfd: counted as used once written
-            need -= load_path.stat().st_size
+            need -= p.weights
         if need > avail:
             raise ResourceError(
                 f"{self.path.name} needs about {need / 2**30:.1f} GiB of RAM at n_ctx={n_ctx};"

@@ -371,6 +371,174 @@ def imatrix(
 
 
 @app.command()
+def fit(
+    model: Path = typer.Argument(..., help="GGUF or packed file."),
+    device: str | None = typer.Option(None, "--device", help="Device profile (see devices.toml)."),
+    ram: str | None = typer.Option(None, "--ram", help="Memory budget instead of a device, e.g. 4GiB."),
+    ctx: str = typer.Option("4096", "--ctx", help="Context length, or 'max' for the largest that fits."),
+    kv: str = typer.Option("f16", "--kv", help="KV cache type: f16, q8_0 or q4_0."),
+    swa_full: bool = typer.Option(True, "--swa-full/--swa-window", help="Full-size SWA cache (llama.cpp's default)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Memory plan before loading: weights, KV cache, compute, overhead; fits / pages / cannot."""
+    from .device.devices import device as find_device
+    from .device.devices import parse_size
+    from .device.fit import fit as run_fit
+
+    if device and ram:
+        raise _missing("--device / --ram", "use one of them, not both")
+    if ctx != "max" and not ctx.isdigit():
+        raise _missing("--ctx", f"must be a number or 'max', not {ctx!r}")
+    dev = find_device(device) if device else None
+    budget = dev.budget if dev else parse_size(ram) if ram else None
+    p = run_fit(model, ctx if ctx == "max" else int(ctx), kv, budget=budget,
+                bandwidth=dev.bandwidth if dev else None, swa_full=swa_full)
+    if as_json:
+        _emit_json({"model": str(model), "device": device, **p.as_dict()})
+        return
+    mib = 2**20
+    lines = [f"{model.name} at ctx {p.ctx}, KV {p.kv_type}" + (f", on {device}" if device else ""),
+             f"  weights   {p.weights / mib:9.1f} MiB  ({'anonymous: packed' if p.packed else 'mapped'})",
+             f"  KV cache  {p.kv / mib:9.1f} MiB",
+             f"  compute   {p.compute / mib:9.1f} MiB",
+             f"  overhead  {p.overhead / mib:9.1f} MiB",
+             f"  total     {p.total / mib:9.1f} MiB" + (f" of {p.budget / mib:.0f} MiB budget" if p.budget else ""),
+             f"verdict: {p.verdict}"]
+    if p.budget:
+        lines.append(f"largest context that fits: {p.max_ctx or 'none'}")
+    if p.tokens_per_s:
+        lines.append(f"decode bound: {p.tokens_per_s:.0f} tokens/s (bandwidth / bytes read per token)")
+    typer.echo("\n".join(lines))
+
+
+@app.command("split")
+def split_cmd(
+    model: Path = typer.Argument(..., help="GGUF file to split."),
+    max_size: str = typer.Option(..., "--max-size", help="Largest shard, whole file: 4GiB, 100MB (G = 10^9), fat32, hf."),
+    output: Path | None = typer.Option(None, "-o", "--output-dir", help="Directory for the shards (default: beside MODEL)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Split into llama.cpp-compatible shards NAME-00001-of-0000N.gguf (llama.cpp loads the first)."""
+    from .device.devices import parse_size
+    from .device.split import split
+
+    names = split(model, parse_size(max_size), output)
+    if as_json:
+        _emit_json({"shards": [{"path": str(n), "bytes": n.stat().st_size} for n in names]})
+    else:
+        typer.echo("\n".join(f"wrote {n} ({n.stat().st_size} bytes)" for n in names))
+
+
+@app.command()
+def merge(
+    first: Path = typer.Argument(..., help="The first shard, NAME-00001-of-0000N.gguf."),
+    output: Path = typer.Option(..., "-o", "--output", help="GGUF file to write."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Join shards into the original GGUF, byte for byte (checked against its sha256)."""
+    from .device.split import merge as run_merge
+
+    dest = run_merge(first, output)
+    if as_json:
+        _emit_json({"output": str(dest), "bytes": dest.stat().st_size})
+    else:
+        typer.echo(f"wrote {dest} ({dest.stat().st_size} bytes)")
+
+
+@app.command()
+def manifest(
+    target: Path = typer.Argument(..., help="Directory of GGUF files (or shards), or one GGUF file."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Where to write (default: DIR/manifest.json)."),
+) -> None:
+    """Write manifest.json: every file's bytes and sha256, every tensor's gguf-hash line, metadata digests."""
+    from .device.manifest import build_manifest, gguf_files, write_manifest
+
+    directory = target if target.is_dir() else target.parent
+    files = gguf_files(target) if target.is_dir() else [target]
+    dest = output or directory / "manifest.json"
+    write_manifest(dest, build_manifest(directory, files))
+    typer.echo(f"wrote {dest} ({len(files)} files)")
+
+
+@app.command()
+def verify(
+    target: Path = typer.Argument(..., help="Package directory, or one file with --manifest."),
+    manifest_path: Path | None = typer.Option(None, "--manifest", help="manifest.json (default: in the directory)."),
+    fast: bool = typer.Option(False, "--fast", help="xxh64 file digests instead of sha256."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Check files against manifest.json; name each file, shard, tensor or metadata key that differs (exit 3)."""
+    from .device.verify import verify as run_verify
+    from .errors import InputError
+
+    r = run_verify(target, manifest_path, fast=fast)
+    if as_json:
+        _emit_json(r.as_dict())
+    else:
+        typer.echo("\n".join(r.problems) if r.problems else f"ok: {r.checked} files match the manifest")
+    if not r.ok:
+        if as_json:
+            raise typer.Exit(3)
+        raise InputError(f"{target}: {len(r.problems)} problems against the manifest")
+
+
+@app.command()
+def package(
+    src: str = typer.Argument(..., help="Hugging Face model directory or GGUF file."),
+    output: Path = typer.Option(..., "-o", "--output", help="Package directory to create."),
+    quant: str | None = typer.Option(None, "--quant", "-q", help="Preset (default: the source as it is)."),
+    target_size: str | None = typer.Option(None, "--target-size", help="Best preset under this size, e.g. 100MB."),
+    device: str | None = typer.Option(None, "--device", help="Best preset whose fit verdict is 'fits' on this device."),
+    ctx: int = typer.Option(4096, "--ctx", help="Context the package is planned for."),
+    max_file_size: str | None = typer.Option(None, "--max-file-size", help="Split above this: 4GiB, fat32, hf, 100MB."),
+    pack_files: bool = typer.Option(False, "--pack", help="Entropy-code the model files (install unpacks them)."),
+    smoke_prompt: str | None = typer.Option(None, "--smoke", help="Run this prompt once; record answer and tokens/s."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing package directory."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Build a verified, device-ready directory: model or shards, manifest.json, README.md model card."""
+    from .device.devices import device as find_device
+    from .device.devices import parse_size
+    from .device.package import package as run_package
+
+    if sum(x is not None for x in (quant, target_size, device)) > 1:
+        raise _missing("--quant / --target-size / --device", "use only one of them")
+    smoke = None
+    if smoke_prompt:
+        def smoke(path: Path) -> dict:
+            import time
+
+            from gguf_runtime import Model
+
+            m = Model(path, n_ctx=min(ctx, 2048))
+            t = time.perf_counter()
+            tokens = list(m.stream_chat(smoke_prompt, max_tokens=32))
+            return {"prompt": smoke_prompt, "answer": "".join(tokens),
+                    "tokens_per_s": len(tokens) / max(time.perf_counter() - t, 1e-9)}
+    r = run_package(src, output, quant=quant, device=find_device(device) if device else None,
+                    target_size=parse_size(target_size) if target_size else None, ctx=ctx,
+                    max_file_size=parse_size(max_file_size) if max_file_size else None, pack=pack_files, smoke=smoke,
+                    overwrite=force)
+    if as_json:
+        _emit_json(r.as_dict())
+    else:
+        typer.echo(f"wrote {r.directory}: " + ", ".join(f.name for f in r.files) + (f" ({r.quant})" if r.quant else ""))
+
+
+@app.command()
+def install(
+    package_dir: Path = typer.Argument(..., help="Package directory (with manifest.json)."),
+    to: Path = typer.Option(..., "--to", help="Destination directory to create."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing destination."),
+) -> None:
+    """Check every sha256 of the manifest; copy the package to DEST atomically, unpacking packed files."""
+    from .device.package import install as run_install
+
+    files = run_install(package_dir, to, overwrite=force)
+    typer.echo(f"installed {len(files)} files in {to}")
+
+
+@app.command()
 def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
     """Show the SIMD path, default threads, library versions, whether llama.cpp loads, the cache dir."""
     from .doctor import diagnose, format_report

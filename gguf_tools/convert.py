@@ -18,6 +18,7 @@ from .gguf_file.writer import OutTensor, write_gguf
 from .hf.checkpoint import Checkpoint, open_checkpoint
 from .hf.families import TensorJob, add_hparams, detect_family, plan_tensors, read_hparams
 from .hf.naming import model_name, size_label
+from .hf.provenance import add_provenance
 from .pipeline import Progress, WriteResult, add_quant_metadata, reporting
 from .plan import TensorSpec, get_preset, plan_types
 from .quantize.encode import encode_tensor
@@ -76,6 +77,7 @@ def convert(
             w.add_type(gguf.GGUFType.MODEL)
             w.add_name(model_name(ckpt.config, ckpt.root))
             w.add_size_label(size_label(n_params))
+            add_provenance(w, ckpt.root)
             add_hparams(w, family, ckpt.config, hp)
             add_quant_metadata(w, preset, tensors, imatrix, search)
             add_tokenizer_metadata(w, spec)

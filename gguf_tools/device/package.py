@@ -1,0 +1,258 @@
+"""package / install: from a checkpoint or a GGUF to a verified, device-ready directory, and back out.
+
+package: choose the quant (given, or with ``device`` the best preset whose ``fit`` verdict is
+``fits``), write the model (split under a file-size limit when needed), manifest.json and a
+README.md model card, all in a temporary directory renamed into place at the end: an error leaves
+nothing half-written. A smoke test, when asked for, is a callback (the runtime lives above this stage).
+install: check every sha256 of the manifest, copy to DEST the same atomic way.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InputError, OutputError, ResourceError
+from ..files import check_free_space, read_json
+from .devices import Device
+from .fit import Plan, model_shape, plan, read_shape
+from .gguf import read_gguf
+from .manifest import build_manifest, file_entry, gguf_files, identity, write_manifest
+from .split import _CHUNK, split
+
+# best quality first: --device takes the first whose plan fits
+CANDIDATES = ("Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K")
+CARD_CONTEXTS = (512, 2048, 4096, 8192, 32768)
+MiB = 1 << 20
+PACKED_SUFFIX = ".ggpk"
+
+
+@dataclass(frozen=True)
+class PackageResult:
+    directory: Path
+    files: list[Path]
+    quant: str | None
+    plan: Plan | None
+
+    def as_dict(self) -> dict:
+        return {"directory": str(self.directory), "files": [str(f) for f in self.files], "quant": self.quant,
+                "plan": self.plan.as_dict() if self.plan else None}
+
+
+def _is_gguf(src: Path) -> bool:
+    if not src.is_file():
+        return False
+    with open(src, "rb") as fh:
+        return fh.read(4) == b"GGUF"
+
+
+def preset_needs(gguf_src: Path, ctx: int, kv_type: str = "f16", device: Device | None = None,
+                 presets: tuple[str, ...] = CANDIDATES) -> dict[str, Plan]:
+    """The fit plan of each preset, from the planned tensor types alone (nothing is quantized)."""
+    from ..plan import tensor_nbytes
+    from ..requantize import quantize_gguf
+
+    view = read_gguf(gguf_src)
+    shape = model_shape(view, gguf_src.stat().st_size)
+    shapes = {t.name: t.shape for t in view.tensors}
+    out = {}
+    for p in presets:
+        types = quantize_gguf(gguf_src, None, p, allow_requantize=True).plan
+        sizes = {n: -(-tensor_nbytes(shapes[n], q) // view.alignment) * view.alignment
+                 for n, q in types.items()}
+        weights = sum(sizes.values())
+        embd = sizes.get("token_embd.weight", 0) if "output.weight" in sizes else 0
+        planned = dataclasses.replace(shape, weight_bytes=weights, read_per_token=weights - embd)
+        out[p] = plan(planned, ctx, kv_type, budget=device.budget if device else None,
+                      bandwidth=device.bandwidth if device else None)
+    return out
+
+
+def choose_preset(needs: dict[str, Plan], device: Device, ctx: int) -> str:
+    """The first candidate (best quality) whose verdict is ``fits``; else ResourceError with the smallest need."""
+    for name, p in needs.items():
+        if p.verdict == "fits":
+            return name
+    smallest = min(needs, key=lambda n: needs[n].total)
+    raise ResourceError(f"no preset fits {device.name} at ctx {ctx}: the smallest, {smallest}, needs"
+                        f" {needs[smallest].total / MiB:.0f} MiB; the device's budget is {device.budget / MiB:.0f} MiB")
+
+
+def choose_by_size(needs: dict[str, Plan], target: int) -> str:
+    """The best candidate whose tensor data fits in ``target`` bytes."""
+    for name, p in needs.items():
+        if p.weights <= target:
+            return name
+    smallest = min(needs, key=lambda n: needs[n].weights)
+    raise ResourceError(f"no preset is under {target} bytes: the smallest, {smallest}, is {needs[smallest].weights}")
+
+
+def model_card(meta: dict, memory: list[tuple[int, Plan]], quant: str | None, files: list[str]) -> str:
+    """README.md with Hugging Face front matter, repeating the GGUF's provenance keys."""
+    org, base = meta.get("general.base_model.0.organization"), meta.get("general.base_model.0.name")
+    base = f"{org}/{base}" if org and base else base or meta.get("general.basename") or meta.get("general.name", "")
+    front = ["---", f"base_model: {json.dumps(str(base))}"]
+    if meta.get("general.license"):
+        front.append(f"license: {json.dumps(str(meta['general.license']))}")
+    tags = ["gguf"] + [str(t) for t in meta.get("general.tags") or [] if str(t) != "gguf"]
+    front += ["quantized_by: gguf-tools", f"tags: [{', '.join(json.dumps(t) if t != 'gguf' else t for t in tags)}]",
+              "---", ""]
+    name = meta.get("general.name") or base or "model"
+    body = [f"# {name} (GGUF{', ' + quant if quant else ''})", "",
+            "Files: " + ", ".join(f"`{f}`" for f in files) + ". llama.cpp loads the first; `gguf-tools verify .` checks"
+            " every byte against `manifest.json`.", "",
+            "| context | KV cache (f16) | total RAM |", "|---:|---:|---:|"]
+    body += [f"| {c} | {p.kv / MiB:.0f} MiB | {p.total / MiB:.0f} MiB |" for c, p in memory]
+    return "\n".join(front + body) + "\n"
+
+
+@contextlib.contextmanager
+def _staging(dest: Path, overwrite: bool):
+    """A temporary directory beside ``dest``, renamed onto it at the end; removed on any error."""
+    parent = dest.parent if str(dest.parent) else Path(".")
+    if dest.exists() and not (overwrite and dest.is_dir()):
+        raise OutputError(f"{dest}: already exists")
+    if not parent.is_dir():
+        raise OutputError(f"{parent}: output directory does not exist")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old")
+            os.replace(dest, old)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def package(src: str | os.PathLike, dest: str | os.PathLike, *, quant: str | None = None,
+            device: Device | None = None, target_size: int | None = None, ctx: int = 4096, kv_type: str = "f16",
+            max_file_size: int | None = None, pack: bool = False,
+            smoke: Callable[[Path], dict] | None = None, overwrite: bool = False) -> PackageResult:
+    """Build the package directory ``dest`` from an HF checkpoint or a GGUF file."""
+    src, dest = Path(src), Path(dest)
+    if max_file_size is None and device is not None:
+        max_file_size = device.file_size_limit
+    with _staging(dest, overwrite) as work:
+        gguf_src = src
+        if not _is_gguf(src):
+            if quant is None and device is None and target_size is None:
+                quant = "Q8_0"
+            if quant is None:   # plan from an F16 conversion's header, then convert at the chosen preset
+                from ..convert import convert
+
+                gguf_src = work / "planning-f16.gguf"
+                convert(src, gguf_src, quant="F16", progress=False)
+        if quant is None and device is not None:
+            quant = choose_preset(preset_needs(gguf_src, ctx, kv_type, device), device, ctx)
+        elif quant is None and target_size is not None:
+            quant = choose_by_size(preset_needs(gguf_src, ctx, kv_type), target_size)
+        name = (src.name.removesuffix(".gguf") if _is_gguf(src) else src.name) + (f"-{quant}" if quant else "")
+        model = work / f"{name}.gguf"
+        if _is_gguf(src) and quant is None:
+            check_free_space(work, src.stat().st_size)
+            shutil.copyfile(src, model)
+        elif _is_gguf(src):
+            from ..requantize import quantize_gguf
+
+            quantize_gguf(src, model, quant, allow_requantize=True, progress=False)
+        else:
+            from ..convert import convert
+
+            convert(src, model, quant=quant, progress=False)
+            if gguf_src != src:
+                gguf_src.unlink()
+        if max_file_size is not None and model.stat().st_size > max_file_size:
+            split(model, max_file_size, work, name)
+            model.unlink()
+        files = gguf_files(work)
+        shape = read_shape(files[0])
+        chosen = plan(shape, ctx, kv_type, budget=device.budget if device else None,
+                      bandwidth=device.bandwidth if device else None)
+        if device is not None and chosen.verdict != "fits":
+            raise ResourceError(f"{name} needs {chosen.total / MiB:.0f} MiB at ctx {ctx}; {device.name}'s budget is"
+                                f" {device.budget / MiB:.0f} MiB")
+        smoke_result = smoke(files[0]) if smoke else None
+        memory = [(c, plan(shape, c, "f16")) for c in CARD_CONTEXTS if c <= max(shape.n_ctx_train, 512)]
+        meta = read_gguf(files[0]).metadata
+        m = build_manifest(work, files, plan={"device": device.name if device else None, **chosen.as_dict()},
+                           smoke=smoke_result)
+        m["identity"] = identity(meta)
+        if pack:
+            files = _pack_files(work, m)
+        (work / "README.md").write_text(model_card(meta, memory, quant, [f.name for f in files]), encoding="utf-8")
+        m["files"].append(file_entry(work, work / "README.md"))
+        write_manifest(work / "manifest.json", m)
+    return PackageResult(dest, [dest / f.name for f in files], quant, chosen)
+
+
+def _pack_files(work: Path, m: dict) -> list[Path]:
+    """Entropy-code each GGUF; its manifest entry moves under ``unpacks_to`` of the packed file's entry.
+    (A packed file run directly sits in anonymous memory: install unpacks it to a mappable GGUF.)"""
+    from ..packed import pack as pack_file
+
+    out, entries = [], []
+    for e in m["files"]:
+        gguf_path = work / e["path"]
+        packed = gguf_path.with_suffix(PACKED_SUFFIX)
+        pack_file(gguf_path, packed)
+        gguf_path.unlink()
+        entries.append({**file_entry(work, packed), "unpacks_to": e})
+        out.append(packed)
+    m["files"] = entries
+    return out
+
+
+def install(directory: str | os.PathLike, dest: str | os.PathLike, *, overwrite: bool = False) -> list[Path]:
+    """Copy a package to ``dest`` atomically, unpacking packed files to plain (mappable) GGUFs.
+
+    Every byte is read once: a plain file is hashed as it is copied, and a packed one is decoded by
+    ``unpack``, which checks the original's sha256 (compared here with the manifest's) before it writes
+    the file into place. Any mismatch names the file and leaves nothing at ``dest``.
+    """
+    directory, dest = Path(directory), Path(dest)
+    m = read_json(directory / "manifest.json", "manifest")
+    if not isinstance(m, dict) or not isinstance(m.get("files"), list):
+        raise InputError(f"{directory}/manifest.json: not a gguf-tools manifest")
+    plain = [e.get("unpacks_to", e) for e in m["files"]]
+    check_free_space(dest.parent if str(dest.parent) else Path("."), sum(e["bytes"] for e in plain))
+    with _staging(dest, overwrite) as work:
+        for e in m["files"]:
+            src = directory / e["path"]
+            if not src.is_file():
+                raise InputError(f"{src}: missing")
+            if "unpacks_to" in e:
+                from ..packed import unpack
+
+                want = e["unpacks_to"]
+                got = unpack(src, work / want["path"])
+                if got.sha256 != want["sha256"] or got.original_size != want["bytes"]:
+                    raise InputError(f"{src}: unpacks to sha256 {got.sha256}, the manifest says {want['sha256']}")
+            else:
+                digest = _copy_hashed(src, work / e["path"])
+                if digest != e["sha256"]:
+                    raise InputError(f"{src}: sha256 {digest}, the manifest says {e['sha256']}")
+        write_manifest(work / "manifest.json", {**m, "files": plain})
+    return [dest / e["path"] for e in plain] + [dest / "manifest.json"]
+
+
+def _copy_hashed(src: Path, dst: Path) -> str:
+    h = hashlib.sha256()
+    with open(src, "rb") as fi, open(dst, "wb") as fo:
+        while chunk := fi.read(_CHUNK):
+            h.update(chunk)
+            fo.write(chunk)
+        fo.flush()
+        os.fsync(fo.fileno())
+    return h.hexdigest()
