@@ -1,17 +1,15 @@
 """Model: load a GGUF file (plain or packed) with llama.cpp and generate or chat, with sane defaults for laptops."""
 from __future__ import annotations
 
-import contextlib
-import mmap
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import gguf
 import psutil
 
 from gguf_tools.errors import InputError, ResourceError
-from gguf_tools.gguf_file.header import parse_gguf_header
-from gguf_tools.packed import is_packed
+from gguf_tools.gguf_file.reader import GGUFFile, adds_bos
 
 from .chat_template import FALLBACK, render
 from .llama_load import LlamaSource, llama_source, new_llama
@@ -27,28 +25,22 @@ def default_threads() -> int:
     return max(1, min(physical, available))
 
 
-def memory_needed(path: Path, n_ctx: int, meta: dict) -> int:
+def memory_needed(path: Path, n_ctx: int, f: GGUFFile) -> int:
     """Weights (mapped) + KV cache (f16) + a fixed allowance for compute buffers."""
-    arch = meta.get("general.architecture", "")
-    n_layer = int(meta.get(f"{arch}.block_count", 0) or 0)
-    n_embd = int(meta.get(f"{arch}.embedding_length", 0) or 0)
-    n_head = int(meta.get(f"{arch}.attention.head_count", 1) or 1)
-    n_head_kv = int(meta.get(f"{arch}.attention.head_count_kv", n_head) or n_head)
-    head_dim = int(meta.get(f"{arch}.attention.key_length", n_embd // max(n_head, 1)) or 0)
+    K = gguf.Keys
+    arch = f.get(K.General.ARCHITECTURE, "")
+
+    def count(key: str, default: int) -> int:
+        v = f.get(key.format(arch=arch), default)
+        return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else default
+
+    n_layer = count(K.LLM.BLOCK_COUNT, 0)
+    n_embd = count(K.LLM.EMBEDDING_LENGTH, 0)
+    n_head = count(K.Attention.HEAD_COUNT, 1)
+    n_head_kv = count(K.Attention.HEAD_COUNT_KV, n_head)
+    head_dim = count(K.Attention.KEY_LENGTH, n_embd // n_head)
     kv = 2 * n_layer * n_ctx * n_head_kv * head_dim * 2
     return path.stat().st_size + kv + 64 * 2**20
-
-
-def _scalar_metadata(path: Path, what: str) -> dict[str, object]:
-    """The header's non-array values, read in milliseconds: enough to size the load before
-    llama.cpp spends time on the vocabulary."""
-    with open(path, "rb") as fh:
-        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-    try:
-        return parse_gguf_header(mm, what=what, keep_values=False, keep_scalars=True).metadata
-    finally:
-        with contextlib.suppress(BufferError):   # a parse error's traceback may still hold views of it
-            mm.close()
 
 
 class Model:
@@ -62,9 +54,6 @@ class Model:
         self.path = Path(path)
         if not self.path.is_file():
             raise InputError(f"{self.path}: no such model file")
-        with open(self.path, "rb") as fh:
-            if fh.read(4) != b"GGUF" and not is_packed(self.path):
-                raise InputError(f"{self.path}: not a GGUF file")
         self.threads = threads or default_threads()
         # A packed file decodes into memory (a memfd on Linux) while llama.cpp reads its header;
         # llama.cpp's mapping keeps the decoded bytes alive after the block closes our handle.
@@ -73,8 +62,9 @@ class Model:
 
     def _load(self, source: LlamaSource, n_ctx: int, seed: int) -> None:
         load_path = Path(source.path)
-        meta = _scalar_metadata(load_path, str(self.path))
-        need, avail = memory_needed(load_path, n_ctx, meta), psutil.virtual_memory().available
+        f = GGUFFile.open(load_path, values="scalars", what=str(self.path))   # checked before llama.cpp reads it
+        self._add_bos = adds_bos(f)
+        need, avail = memory_needed(load_path, n_ctx, f), psutil.virtual_memory().available
         if source.path.startswith("/proc/self/fd/"):  # decoding into a memfd: counted as used once written
             need -= load_path.stat().st_size
         if need > avail:
@@ -96,7 +86,7 @@ class Model:
         self, prompt: str | list[int], *, max_tokens: int = 128, temperature: float = 0.0, seed: int | None = None
     ) -> Iterator[str]:
         """Yield text pieces as they are generated (greedy when temperature is 0)."""
-        tokens = prompt if isinstance(prompt, list) else self.tokenize(prompt, add_bos=self._adds_bos())
+        tokens = prompt if isinstance(prompt, list) else self.tokenize(prompt, add_bos=self._add_bos)
         room = self.n_ctx - len(tokens)
         if room <= 0:
             raise InputError(f"prompt is {len(tokens)} tokens, longer than the context of {self.n_ctx}")
@@ -118,7 +108,7 @@ class Model:
         bos = self._token_text("tokenizer.ggml.bos_token_id")
         eos = self._token_text("tokenizer.ggml.eos_token_id")
         text = render(template, messages, bos_token=bos, eos_token=eos)
-        add_bos = self._adds_bos() and not (bos and text.startswith(bos))
+        add_bos = self._add_bos and not (bos and text.startswith(bos))
         return self.tokenize(text, add_bos=add_bos)
 
     def stream_chat(self, messages: str | list[dict], **kw) -> Iterator[str]:
@@ -128,9 +118,6 @@ class Model:
 
     def chat(self, messages: str | list[dict], **kw) -> str:
         return "".join(self.stream_chat(messages, **kw))
-
-    def _adds_bos(self) -> bool:
-        return self.metadata.get("tokenizer.ggml.add_bos_token", "true").lower() != "false"
 
     def _token_text(self, key: str) -> str:
         tid = self.metadata.get(key)

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import InputError, ResourceError, UnsupportedError
 from ..files import atomic_output
-from ..gguf_file.header import GGUFView, TensorInfo, parse_gguf_header
+from ..gguf_file.reader import GGUFFile, TensorInfo
 from .codes import code_lengths, coded_bits
 from .format import (
     CHUNK_DTYPE,
@@ -128,7 +128,7 @@ class PackedHeader:
     packed_size: int
     sha256: str
     gguf_header: bytes          # the original file's bytes up to its tensor data, verbatim
-    gguf: GGUFView              # parsed: metadata, tensor infos, alignment, data offset
+    gguf: GGUFFile              # parsed: metadata, tensor infos, alignment, data offset
     n_chunks: int
     chunk_target: int
 
@@ -204,7 +204,7 @@ class _Packed:
     def check(self, keep_values: bool = False) -> None:
         """Parse the kept GGUF header and the index, and check that they agree."""
         h, what = self.header, str(self.path)
-        self.view: GGUFView = read_view(self.prefix, h, what, keep_values)
+        self.view: GGUFFile = read_view(self.prefix, h, what, keep_values)
         raw_index = self.mm[h.index_offset:h.index_offset + h.index_size]
         if crc32c(raw_index) != h.index_crc:
             raise InputError(f"{what}: index checksum mismatch")
@@ -495,7 +495,7 @@ class _SectionPlan:
     fields: list[Field]
 
 
-def _plan_sections(view: GGUFView, file_size: int, prefix_size: int, what: str) -> list[_SectionPlan]:
+def _plan_sections(view: GGUFFile, file_size: int, prefix_size: int, what: str) -> list[_SectionPlan]:
     """Tensors in file order as coded sections; any bytes between or after them as byte sections."""
     found = []
     for i, t in enumerate(view.tensors):
@@ -685,11 +685,11 @@ def pack(src: str | os.PathLike, dst: str | os.PathLike, *, threads: int | None 
     return PackStats(size, packed_size, n_chunks, n_tables, time.perf_counter() - t0)
 
 
-def _parse_in_place(mm: mmap.mmap, what: str) -> GGUFView:
+def _parse_in_place(mm: mmap.mmap, what: str) -> GGUFFile:
     """Parse the GGUF header straight from the map. A failure is raised afresh, without the
     traceback whose frames still hold views of the map (the map could not close under them)."""
     try:
-        return parse_gguf_header(mm, what=what, keep_values=False)
+        return GGUFFile.from_header(mm, what=what, file_size=len(mm))
     except InputError as e:
         message = str(e)
     raise InputError(message)
