@@ -162,6 +162,7 @@ CORPUS: dict[str, bytes] = {
     "empty-key": _file([_kv(b"", V.UINT8, b"\1")], []),
     "string-past-the-end": _file([_kv(b"general.architecture", V.STRING, _u64(1 << 40) + b"llama")], []),
     "unknown-value-type": _file([ARCH, _kv(b"x", 99, b"\0" * 8)], []),
+    "unknown-array-element-type": _file([ARCH, _kv(b"x", V.ARRAY, _u32(99) + _u64(1) + bytes(8))], []),
     "array-count-2^62": _file([ARCH, _kv(b"x", V.ARRAY, _u32(V.UINT32) + _u64(1 << 62))], []),
     "arrays-nested-2000-deep": _file([ARCH, _nested(2000)], []),
     "duplicate-key": _file([ARCH, ARCH], []),

@@ -221,8 +221,8 @@ class GGUFFile:
             start = cur.pos
             field = f"GGUF key {key!r}"
             vtype = _value_type(cur, field)
-            types = (vtype, V(_U32.unpack_from(buf, cur.pos)[0])) if vtype == V.ARRAY and cur.left() >= 4 else (vtype,)
-            _skip(cur, vtype, field, 0)
+            _skip(cur, vtype, field, 0)   # checks an array's element type too
+            types = (vtype, V(_U32.unpack_from(buf, start + 4)[0])) if vtype == V.ARRAY else (vtype,)
             self.fields[key] = Field(key, types, bytes(buf[start:cur.pos]), what)
         self.alignment = self._alignment()
         if n_tensors > min(MAX_TENSORS, cur.left() // 24):   # name length, one dim, type, offset
