@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from gguf_tools.errors import InputError
+from gguf_tools.gguf_file.reader import GGUFFile, adds_bos
 
 
 @dataclass
@@ -38,15 +39,19 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _load(path: Path, ctx: int, threads: int | None):
+    """llama.cpp's model, and whether its tokenizer adds BOS; our reader checks the file first."""
     import llama_cpp
 
     from gguf_tools.system import check_threads
 
-    if not Path(path).is_file():
-        raise InputError(f"{path}: no such model file")
-    return llama_cpp.Llama(
-        str(path), n_ctx=ctx, n_batch=ctx, n_threads=check_threads(threads), logits_all=True, verbose=False
-    )
+    f = GGUFFile.open(path, values="scalars")
+    try:
+        llm = llama_cpp.Llama(
+            str(path), n_ctx=ctx, n_batch=ctx, n_threads=check_threads(threads), logits_all=True, verbose=False
+        )
+    except ValueError as e:
+        raise InputError(f"{path}: llama.cpp cannot load this model ({e})") from None
+    return llm, adds_bos(f)
 
 
 def _chunk_logits(llm, chunk: list[int]) -> np.ndarray:
@@ -64,8 +69,8 @@ def evaluate(
     max_chunks: int | None = None,
     threads: int | None = None,
 ) -> EvalResult:
-    ref = _load(Path(reference), ctx, threads)
-    cand = _load(Path(candidate), ctx, threads)
+    ref, add_bos = _load(Path(reference), ctx, threads)
+    cand, _ = _load(Path(candidate), ctx, threads)
     if ref.n_vocab() != cand.n_vocab():
         raise InputError(f"vocabularies differ: reference {ref.n_vocab()} tokens, candidate {cand.n_vocab()}")
     tokens = ref.tokenize(text.encode("utf-8"), add_bos=False, special=False)
@@ -74,7 +79,6 @@ def evaluate(
         n_chunks = min(n_chunks, max_chunks)
     if n_chunks < 1:
         raise InputError(f"text has {len(tokens)} tokens, fewer than one chunk of {ctx}")
-    add_bos = ref.metadata.get("tokenizer.ggml.add_bos_token", "true").lower() != "false"
     first = ctx // 2
     klds, agree, nll_c, nll_r = [], [], [], []
     for i in range(n_chunks):

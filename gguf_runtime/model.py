@@ -9,6 +9,7 @@ import psutil
 
 from gguf_tools.device.fit import Plan, model_shape, plan, read_shape
 from gguf_tools.errors import InputError, ResourceError
+from gguf_tools.gguf_file.reader import GGUFFile, adds_bos
 from gguf_tools.packed import is_packed, read_packed_header
 from gguf_tools.system import check_threads
 
@@ -45,6 +46,8 @@ class Model:
             self._load(source, n_ctx, seed)
 
     def _load(self, source: LlamaSource, n_ctx: int, seed: int) -> None:
+        f = GGUFFile.open(Path(source.path), values="scalars", what=str(self.path))   # checked before llama.cpp reads it
+        self._add_bos = adds_bos(f)
         p = memory_plan(self.path, n_ctx)
         need, avail = p.total, psutil.virtual_memory().available
         if source.path.startswith("/proc/self/fd/"):  # decoding into a memfd: counted as used once written
@@ -68,7 +71,7 @@ class Model:
         self, prompt: str | list[int], *, max_tokens: int = 128, temperature: float = 0.0, seed: int | None = None
     ) -> Iterator[str]:
         """Yield text pieces as they are generated (greedy when temperature is 0)."""
-        tokens = prompt if isinstance(prompt, list) else self.tokenize(prompt, add_bos=self._adds_bos())
+        tokens = prompt if isinstance(prompt, list) else self.tokenize(prompt, add_bos=self._add_bos)
         room = self.n_ctx - len(tokens)
         if room <= 0:
             raise InputError(f"prompt is {len(tokens)} tokens, longer than the context of {self.n_ctx}")
@@ -90,7 +93,7 @@ class Model:
         bos = self._token_text("tokenizer.ggml.bos_token_id")
         eos = self._token_text("tokenizer.ggml.eos_token_id")
         text = render(template, messages, bos_token=bos, eos_token=eos)
-        add_bos = self._adds_bos() and not (bos and text.startswith(bos))
+        add_bos = self._add_bos and not (bos and text.startswith(bos))
         return self.tokenize(text, add_bos=add_bos)
 
     def stream_chat(self, messages: str | list[dict], **kw) -> Iterator[str]:
@@ -100,9 +103,6 @@ class Model:
 
     def chat(self, messages: str | list[dict], **kw) -> str:
         return "".join(self.stream_chat(messages, **kw))
-
-    def _adds_bos(self) -> bool:
-        return self.metadata.get("tokenizer.ggml.add_bos_token", "true").lower() != "false"
 
     def _token_text(self, key: str) -> str:
         tid = self.metadata.get(key)

@@ -5,114 +5,70 @@ from collections import Counter
 from pathlib import Path
 
 import gguf
-import numpy as np
 
-from .errors import InputError
-from .packed import is_packed, open_for_llama, pack_info
+from .gguf_file.reader import GGUFFile
+from .packed import is_packed, pack_info
 
 ARRAY_PREVIEW = 8
 
 
-def open_gguf(path: str | Path) -> gguf.GGUFReader:
-    """GGUFReader with every failure on a hostile file turned into one InputError.
-
-    A packed file is decoded into memory first (a memfd on Linux) and read from there: the reader
-    maps it, so the decoded bytes live as long as the reader and no copy is left on disk.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    if is_packed(path):
-        with open_for_llama(path) as plain:
-            return _reader(plain, path)
-    with open(path, "rb") as fh:
-        magic = fh.read(4)
-    if magic != b"GGUF":
-        raise InputError(f"{path}: not a GGUF file (magic {magic!r})")
-    return _reader(path, path)
+def _metadata(f: GGUFFile) -> dict:
+    """Every key's value, long arrays cut to their first ``ARRAY_PREVIEW`` elements (a vocabulary
+    is not decoded to show eight tokens)."""
+    out = {}
+    for key, field in f.fields.items():
+        if field.types[0] == gguf.GGUFValueType.ARRAY:
+            n, head = field.head(ARRAY_PREVIEW + 1)
+            if n > ARRAY_PREVIEW:
+                out[key] = {"type": f"array[{field.types[-1].name.lower()}]", "length": n, "head": head[:ARRAY_PREVIEW]}
+                continue
+        out[key] = f.get(key)
+    return out
 
 
-def _reader(source: str | Path, path: Path) -> gguf.GGUFReader:
-    try:
-        return gguf.GGUFReader(source)
-    except (ValueError, IndexError, KeyError, OverflowError, MemoryError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: corrupt GGUF file: {e}") from None
-
-
-def _value(field: gguf.ReaderField):
-    types = field.types
-    if types and types[0] == gguf.GGUFValueType.ARRAY:
-        n = len(field.data)
-        if n > ARRAY_PREVIEW:
-            head = [field.contents(i) for i in range(ARRAY_PREVIEW)]
-            return {"type": f"array[{types[-1].name.lower()}]", "length": n, "head": head}
-        return field.contents()
-    return field.contents()
+def _tensors(f: GGUFFile) -> list[dict]:
+    return [{"name": t.name, "shape": list(t.shape), "type": t.type_name, "bytes": t.nbytes,
+             "offset": f.data_offset + t.offset} for t in f.tensors]
 
 
 def describe(path: str | Path) -> dict:
     if is_packed(path):
         return describe_packed(path)
-    reader = open_gguf(path)
+    f = GGUFFile.open(path)
     size = Path(path).stat().st_size
-    metadata = {k: _value(f) for k, f in reader.fields.items() if not k.startswith("GGUF.")}
-    tensors = []
-    n_params = 0
-    for t in reader.tensors:
-        shape = [int(d) for d in t.shape]
-        n = int(np.prod(shape, dtype=np.int64))
-        n_params += n
-        tensors.append(
-            {"name": t.name, "shape": shape, "type": t.tensor_type.name, "bytes": int(t.n_bytes), "offset": int(t.data_offset)}
-        )
-    counts = Counter(t["type"] for t in tensors)
+    tensors = _tensors(f)
+    n_params = sum(t.n_elements for t in f.tensors)
     return {
         "path": str(path),
         "size": size,
-        "version": int(reader.fields["GGUF.version"].contents()) if "GGUF.version" in reader.fields else None,
+        "version": f.version,
         "n_tensors": len(tensors),
         "n_params": n_params,
         "bits_per_weight": round(size * 8 / max(n_params, 1), 4),
-        "types": dict(sorted(counts.items())),
-        "metadata": metadata,
+        "types": dict(sorted(Counter(t["type"] for t in tensors).items())),
+        "metadata": _metadata(f),
         "tensors": tensors,
     }
-
-
-def _preview(value, type_ids: tuple[int, ...]):
-    """A packed file's metadata value shown as ``_value`` shows a GGUF's: long arrays cut short."""
-    if isinstance(value, list) and len(value) > ARRAY_PREVIEW:
-        try:
-            element = gguf.GGUFValueType(type_ids[-1]).name.lower()
-        except (ValueError, IndexError):
-            element = "unknown"
-        return {"type": f"array[{element}]", "length": len(value), "head": value[:ARRAY_PREVIEW]}
-    return value
 
 
 def describe_packed(path: str | Path) -> dict:
     """As ``describe``, read from the GGUF header a packed file keeps, plus what packing saved."""
     info = pack_info(path)
-    h, view = info.header, info.header.gguf
+    h, f = info.header, info.header.gguf
     packed = {t.name: t for t in info.tensors}
-    tensors = []
-    n_params = 0
-    for t in view.tensors:
-        n = int(np.prod(t.shape, dtype=np.int64))
-        n_params += n
-        p = packed.get(t.name)
-        tensors.append({"name": t.name, "shape": list(t.shape), "type": t.type_name, "bytes": t.nbytes or 0,
-                        "offset": view.data_offset + t.offset, "packed_bytes": p.packed_bytes if p else 0,
-                        "ratio": round(p.ratio, 4) if p else None})
-    counts = Counter(t["type"] for t in tensors)
+    tensors = _tensors(f)
+    for t in tensors:
+        p = packed.get(t["name"])
+        t.update(packed_bytes=p.packed_bytes if p else 0, ratio=round(p.ratio, 4) if p else None)
+    n_params = sum(t.n_elements for t in f.tensors)
     return {
         "path": str(path),
         "size": h.packed_size,
-        "version": view.version,
+        "version": f.version,
         "n_tensors": len(tensors),
         "n_params": n_params,
         "bits_per_weight": round(h.original_size * 8 / max(n_params, 1), 4),
-        "types": dict(sorted(counts.items())),
+        "types": dict(sorted(Counter(t["type"] for t in tensors).items())),
         "packed": {
             "format_version": h.version,
             "gguf_size": h.original_size,
@@ -123,7 +79,7 @@ def describe_packed(path: str | Path) -> dict:
             "chunks": h.n_chunks,
             "index_bytes": info.index_bytes,
         },
-        "metadata": {k: _preview(v, view.value_types.get(k, ())) for k, v in view.metadata.items()},
+        "metadata": _metadata(f),
         "tensors": tensors,
     }
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import gguf
 
 from .errors import InputError, UnsupportedError
+from .gguf_file import layout
+from .gguf_file.reader import GGUFFile
 
 Q = gguf.GGMLQuantizationType
 FT = gguf.LlamaFileType
@@ -120,7 +122,7 @@ class TensorSpec:
     @classmethod
     def from_row_major(cls, name: str, shape: Sequence[int], dtype: Q = Q.F32) -> TensorSpec:
         """From a numpy/torch shape (last axis is the row)."""
-        return cls(name, tuple(int(d) for d in reversed(tuple(shape))), dtype)
+        return cls(name, layout.gguf_shape(shape), dtype)
 
     @property
     def ne0(self) -> int:
@@ -128,10 +130,7 @@ class TensorSpec:
 
     @property
     def n_elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return layout.n_elements(self.shape)
 
     @property
     def n_dims(self) -> int:
@@ -244,15 +243,6 @@ def use_more_bits(i_layer: int, n_layers: int) -> bool:
     """llama.cpp's choice of layers that get more bits: first and last eighth, every third between."""
     eighth = n_layers // 8
     return i_layer < eighth or i_layer >= 7 * n_layers // 8 or (i_layer - eighth) % 3 == 2
-
-
-def block_size(qtype: Q) -> int:
-    return gguf.GGML_QUANT_SIZES[qtype][0]
-
-
-def type_bits_per_weight(qtype: Q) -> float:
-    blk, size = gguf.GGML_QUANT_SIZES[qtype]
-    return 8.0 * size / blk
 
 
 def get_preset(preset: str | Preset) -> Preset:
@@ -375,7 +365,7 @@ def _decide(spec: TensorSpec, p: Preset, model: _Model, state: _State) -> Decisi
     final, fallback_why = _fallback(spec.ne0, chosen)
     reason = why if fallback_why is None else f"{why}; {fallback_why}"
     intended = chosen
-    if _is_output_like(spec.name, model) and model.arch != "falcon" and spec.ne0 % block_size(p.base):
+    if _is_output_like(spec.name, model) and model.arch != "falcon" and spec.ne0 % layout.block(p.base)[0]:
         # output/tied embeddings take Q8_0 instead of Q6_K when the base type's block does not fit
         intended = Q.Q6_K if p.base != Q.Q8_0 else Q.Q8_0
     return Decision(final, intended, reason)
@@ -398,9 +388,9 @@ def _rule(spec: TensorSpec, p: Preset, model: _Model, state: _State) -> tuple[Q,
         what = "output" if cat is _Cat.OUTPUT else f"{name} (tied to output)"
         if model.arch == "falcon":
             return Q.Q8_0, f"{what}: Q8_0 for falcon"
-        if spec.ne0 % block_size(base) != 0:
+        if spec.ne0 % layout.block(base)[0] != 0:
             # A shape fallback in all but name: report it as one (see _decide).
-            return Q.Q8_0, f"{what}: fallback: {spec.ne0} not divisible by {block_size(base)} -> Q8_0"
+            return Q.Q8_0, f"{what}: fallback: {spec.ne0} not divisible by {layout.block(base)[0]} -> Q8_0"
         if base != Q.Q8_0:
             return Q.Q6_K, f"{what}: Q6_K"
         return base, f"{what}: Q8_0"
@@ -523,7 +513,7 @@ def _rule_attn_output(base: Q, preset: str, model: _Model) -> tuple[Q, str]:
 
 def _fallback(ne0: int, qtype: Q) -> tuple[Q, str | None]:
     """llama.cpp's replacement when the row length is not a multiple of the type's block."""
-    blk = block_size(qtype)
+    blk = layout.block(qtype)[0]
     if ne0 % blk == 0:
         return qtype, None
     if qtype in _FALLBACK:
@@ -532,7 +522,7 @@ def _fallback(ne0: int, qtype: Q) -> tuple[Q, str | None]:
         new = qtype
     else:
         raise UnsupportedError(f"no fallback for type {qtype.name} with row length {ne0}")
-    if ne0 % block_size(new) != 0:
+    if ne0 % layout.block(new)[0] != 0:
         new = Q.F16
     return new, f"fallback: {ne0} not divisible by {blk} ({qtype.name}) -> {new.name}"
 
@@ -550,25 +540,14 @@ def _plan_shapes(plan: Mapping[str, Q], tensors: Sequence[TensorSpec] | None) ->
     return shapes
 
 
-def tensor_nbytes(shape: Sequence[int], qtype: Q) -> int:
-    """Bytes of one tensor of ``qtype`` (rows must hold whole blocks)."""
-    blk, size = gguf.GGML_QUANT_SIZES[qtype]
-    if shape[0] % blk:
-        raise InputError(f"row length {shape[0]} is not a multiple of {qtype.name}'s block of {blk}")
-    n = 1
-    for d in shape:
-        n *= d
-    return n // blk * size
-
-
 def bits_per_weight(plan: Mapping[str, Q], tensors: Sequence[TensorSpec] | None = None) -> float:
     """Tensor-data bits per weight of the whole model under ``plan`` (what llama.cpp prints as BPW)."""
     shapes = _plan_shapes(plan, tensors)
     n_bytes = n_weights = 0
     for name, qtype in plan.items():
         shape = shapes[name]
-        n_bytes += tensor_nbytes(shape, qtype)
-        n_weights += tensor_nbytes(shape, Q.F32) // 4
+        n_bytes += layout.tensor_nbytes(shape, qtype)
+        n_weights += layout.n_elements(shape)
     return 8.0 * n_bytes / n_weights if n_weights else 0.0
 
 
@@ -578,8 +557,8 @@ def intended_bits_per_weight(plan: Plan) -> float:
     n_bits = 0.0
     n_weights = 0
     for name, d in plan.decisions.items():
-        n = tensor_nbytes(plan.shapes[name], Q.F32) // 4
-        n_bits += n * type_bits_per_weight(d.intended)
+        n = layout.n_elements(plan.shapes[name])
+        n_bits += n * layout.bits_per_weight(d.intended)
         n_weights += n
     return n_bits / n_weights if n_weights else 0.0
 
@@ -589,7 +568,7 @@ def explain(plan: Plan) -> list[PlanRow]:
     if not isinstance(plan, Plan):
         raise InputError("explain needs the Plan returned by plan_types")
     return [
-        PlanRow(name, plan.shapes[name], d.type.name, type_bits_per_weight(d.type), d.reason)
+        PlanRow(name, plan.shapes[name], d.type.name, layout.bits_per_weight(d.type), d.reason)
         for name, d in plan.decisions.items()
     ]
 
@@ -615,49 +594,34 @@ class GGUFModel:
     n_expert: int
 
 
-def _field(reader: gguf.GGUFReader, key: str, default: object = None) -> object:
-    f = reader.fields.get(key)
-    if f is None:
-        return default
-    try:
-        return f.contents()
-    except (ValueError, IndexError, TypeError, UnicodeDecodeError) as e:
-        raise InputError(f"GGUF field {key!r} cannot be read: {e}") from None
-
-
-def _int_field(reader: gguf.GGUFReader, key: str, default: int | None = None) -> int:
-    v = _field(reader, key, default)
+def _int_field(f: GGUFFile, key: str, default: int | None = None) -> int:
+    v = f.get(key, default)
     if isinstance(v, list):  # per-layer arrays (head counts): llama.cpp's rules read layer 0
         v = v[0] if v else default
     if v is None:
-        raise InputError(f"GGUF file has no {key!r}")
+        raise InputError(f"{f.what}: no {key!r}")
     if isinstance(v, float) and v.is_integer():
         v = int(v)
     return _check_int(v, key, 0, 1 << 40)
 
 
-def model_from_gguf(reader: gguf.GGUFReader) -> GGUFModel:
+def model_from_gguf(f: GGUFFile) -> GGUFModel:
     """Tensor list and hyperparameters of a GGUF file, ready for ``plan_types``."""
-    arch = _field(reader, "general.architecture")
-    if not isinstance(arch, str) or not arch:
-        raise InputError("GGUF file has no general.architecture")
-    n_head = _int_field(reader, f"{arch}.attention.head_count", 0)
-    tensors = tuple(
-        TensorSpec(t.name, tuple(int(d) for d in t.shape), Q(int(t.tensor_type)))
-        for t in reader.tensors
-    )
+    arch = f.architecture
+    K = gguf.Keys
+    n_head = _int_field(f, K.Attention.HEAD_COUNT.format(arch=arch), 0)
     return GGUFModel(
         arch=arch,
-        tensors=tensors,
-        n_layers=_int_field(reader, f"{arch}.block_count"),
+        tensors=tuple(TensorSpec(t.name, t.shape, t.ggml_type) for t in f.tensors),
+        n_layers=_int_field(f, K.LLM.BLOCK_COUNT.format(arch=arch)),
         n_head=n_head,
-        n_head_kv=_int_field(reader, f"{arch}.attention.head_count_kv", n_head),
-        n_expert=_int_field(reader, f"{arch}.expert_count", 0),
+        n_head_kv=_int_field(f, K.Attention.HEAD_COUNT_KV.format(arch=arch), n_head),
+        n_expert=_int_field(f, K.LLM.EXPERT_COUNT.format(arch=arch), 0),
     )
 
 
-def plan_gguf(reader: gguf.GGUFReader, preset: str | Preset, *, has_imatrix: bool = False) -> Plan:
+def plan_gguf(f: GGUFFile, preset: str | Preset, *, has_imatrix: bool = False) -> Plan:
     """``plan_types`` for the tensors of an existing GGUF file (e.g. an F16 export)."""
-    m = model_from_gguf(reader)
+    m = model_from_gguf(f)
     return plan_types(m.tensors, m.arch, preset, n_layers=m.n_layers, n_head=m.n_head,
                       n_head_kv=m.n_head_kv, n_expert=m.n_expert, has_imatrix=has_imatrix)

@@ -11,9 +11,9 @@ import numpy as np
 
 from .errors import UnsupportedError
 from .files import release_pages
-from .gguf_file.raw import RawField, RawGGUF
+from .gguf_file.layout import numpy_shape
+from .gguf_file.reader import GGUFFile
 from .gguf_file.writer import OutTensor, RawValue, write_gguf
-from .inspection import open_gguf
 from .pipeline import Progress, WriteResult, add_quant_metadata, reporting
 from .plan import get_preset, plan_gguf
 from .quantize import check_finite
@@ -22,29 +22,16 @@ from .quantize.encode import encode_tensor
 Q = gguf.GGMLQuantizationType
 FLOATS = (Q.F32, Q.F16, Q.BF16)
 # Keys that describe how the source was quantized: rewritten, not copied.
-REWRITTEN = ("general.file_type", "general.quantization_version", "general.quantized_by")
+REWRITTEN = (gguf.Keys.General.FILE_TYPE, gguf.Keys.General.QUANTIZATION_VERSION,
+             gguf.Keys.General.QUANTIZED_BY)
 
 
-def open_source(src: str | Path) -> RawGGUF | gguf.GGUFReader:
-    """The input file: read raw (fast, metadata copied verbatim) unless it is a packed file."""
-    from .packed import is_packed
-
-    path = Path(src)
-    if path.is_file() and not is_packed(path):
-        return RawGGUF(path)
-    return open_gguf(path)
-
-
-def copy_metadata(reader: RawGGUF | gguf.GGUFReader, w: gguf.GGUFWriter) -> None:
+def copy_metadata(reader: GGUFFile, w: gguf.GGUFWriter) -> None:
+    """Every key but the rewritten ones, in its encoded bytes (a tokenizer costs no re-encoding)."""
     for key, field in reader.fields.items():
-        if key.startswith(("GGUF.", "gguf_tools.")) or key in REWRITTEN or key == "general.architecture":
+        if key.startswith("gguf_tools.") or key in REWRITTEN or key == gguf.Keys.General.ARCHITECTURE:
             continue
-        if isinstance(field, RawField):
-            w.add_key_value(key, RawValue(field.raw), field.types[0])
-            continue
-        vtype = field.types[0]
-        sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
-        w.add_key_value(key, field.contents(), vtype, sub_type=sub)
+        w.add_key_value(key, RawValue(field.raw), field.types[0])
 
 
 def quantize_gguf(
@@ -70,14 +57,14 @@ def quantize_gguf(
         from .imatrix.file import load_imatrix
 
         importance = load_imatrix(imatrix)
-    reader = open_source(src)
-    arch = str(reader.fields["general.architecture"].contents())
+    reader = GGUFFile.open(src)
+    arch = reader.architecture
     plan = plan_gguf(reader, preset, has_imatrix=importance is not None)
-    tensors = [OutTensor(t.name, tuple(int(d) for d in reversed(t.shape)), plan[t.name]) for t in reader.tensors]
+    tensors = [OutTensor(t.name, numpy_shape(t.shape), plan[t.name]) for t in reader.tensors]
     for t in reader.tensors:
-        if t.tensor_type not in FLOATS and plan[t.name] != t.tensor_type and not allow_requantize:
+        if t.ggml_type not in FLOATS and plan[t.name] != t.ggml_type and not allow_requantize:
             raise UnsupportedError(
-                f"{src}: tensor {t.name} is already quantized ({t.tensor_type.name}); quantizing it again to"
+                f"{src}: tensor {t.name} is already quantized ({t.ggml_type.name}); quantizing it again to"
                 f" {plan[t.name].name} compounds the error: start from an F16/BF16/F32 file or pass --allow-requantize"
             )
     n_params = sum(int(np.prod(t.shape)) for t in tensors)
@@ -94,17 +81,17 @@ def quantize_gguf(
     return WriteResult(Path(dst), arch, size, n_params, types, time.perf_counter() - start, plan)
 
 
-def _produce(reader: RawGGUF | gguf.GGUFReader, tensors: list[OutTensor], importance: dict[str, np.ndarray],
+def _produce(reader: GGUFFile, tensors: list[OutTensor], importance: dict[str, np.ndarray],
              search: str, threads: int | None) -> Iterator[np.ndarray]:
     """Each tensor's bytes in order: copied when its type stays (floats checked finite), else re-encoded."""
     for src, out in zip(reader.tensors, tensors):
-        raw = np.asarray(src.data)
-        if src.tensor_type == out.qtype:
-            if src.tensor_type in FLOATS:
-                check_finite(raw, src.name, bf16_bits=src.tensor_type == Q.BF16)
+        raw = reader.data(src)
+        if src.ggml_type == out.qtype:
+            if src.ggml_type in FLOATS:
+                check_finite(raw, src.name, bf16_bits=src.ggml_type == Q.BF16)
             yield raw
         else:
-            yield encode_tensor(_rows(raw, src.tensor_type, out.shape), out.shape, out.qtype, src.name,
+            yield encode_tensor(_rows(raw, src.ggml_type, out.shape), out.shape, out.qtype, src.name,
                                 importance.get(src.name), search=search, threads=threads)
         release_pages(raw)  # written: drop its mapped pages, or the whole source ends up resident
 

@@ -22,7 +22,6 @@ from gguf_tools.cli import main
 from gguf_tools.convert import convert
 from gguf_tools.imatrix.collect import collect_imatrix, tokenize
 from gguf_tools.imatrix.file import load_imatrix
-from gguf_tools.inspection import open_gguf
 from gguf_tools.quantize import ggml_lib
 
 CALIBRATION = data_file("calibration.txt")
@@ -53,7 +52,7 @@ def collected(model, text, tmp_path_factory) -> Path:
 
 
 def tensors(path: Path) -> dict[str, np.ndarray]:
-    return {t.name: np.asarray(t.data) for t in open_gguf(path).tensors}
+    return {t.name: np.asarray(t.data) for t in gguf.GGUFReader(path).tensors}
 
 
 def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
@@ -64,7 +63,7 @@ def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
 def test_layer_0_attention_sums_equal_the_squared_normed_embeddings(model, text, collected):
     """q, k and v see RMSNorm(embedding) * attn_norm: recompute that in NumPy, straight from the file."""
     w = tensors(model)
-    eps = float(open_gguf(model).fields["llama.attention.layer_norm_rms_epsilon"].contents())
+    eps = float(gguf.GGUFReader(model).fields["llama.attention.layer_norm_rms_epsilon"].contents())
     tokens, bos = tokenize(model, text)
     assert bos is not None and tokens[0] == bos  # SentencePiece Llama adds BOS
     want = np.zeros(w["token_embd.weight"].shape[1])
@@ -83,7 +82,7 @@ def test_every_layer_matrix_is_recorded_and_output_only_on_request(model, text, 
     names = {f"blk.{i}.{m}.weight" for i in range(LAYERS) for m in MATRICES}
     got = load_imatrix(collected)
     assert set(got) == names
-    shapes = {t.name: tuple(int(d) for d in reversed(t.shape)) for t in open_gguf(model).tensors}
+    shapes = {t.name: tuple(int(d) for d in reversed(t.shape)) for t in gguf.GGUFReader(model).tensors}
     for name, v in got.items():
         assert v.shape == (shapes[name][1],), name  # one value per input column
         assert (v > 0).all(), name
@@ -159,7 +158,7 @@ def test_ggml_reads_the_file_field_for_field_as_llama_imatrix_writes_it(collecte
     kv, raw = ggml_read_imatrix(collected)
     assert kv == {"general.type": "imatrix", "imatrix.datasets": ["calibration.txt"],
                   "imatrix.chunk_count": CHUNKS, "imatrix.chunk_size": CTX, "n_tensors": len(raw)}
-    n_embd = open_gguf(model).fields["llama.embedding_length"].contents()
+    n_embd = gguf.GGUFReader(model).fields["llama.embedding_length"].contents()
     assert raw["blk.0.ffn_up.weight.in_sum2"][0] == [n_embd, 1, 1, 1]  # ne = {n_per_row, n_mat}
     assert raw["blk.0.ffn_up.weight.counts"][0] == [1, 1, 1, 1]  # ne = {1, n_mat}
     # tools/quantize: importance = in_sum2 / lround(counts) per matrix
@@ -197,7 +196,7 @@ def test_llama_quantize_uses_the_collected_importance(model, collected, tmp_path
     importance = load_imatrix(collected)
     llama_quantize(model, tmp_path / "plain.gguf", gguf.LlamaFileType.MOSTLY_Q4_K_M, None)
     llama_quantize(model, tmp_path / "imatrix.gguf", gguf.LlamaFileType.MOSTLY_Q4_K_M, importance)
-    src, plain, weighted = tensors(model), open_gguf(tmp_path / "plain.gguf"), open_gguf(tmp_path / "imatrix.gguf")
+    src, plain, weighted = tensors(model), gguf.GGUFReader(tmp_path / "plain.gguf"), gguf.GGUFReader(tmp_path / "imatrix.gguf")
     plain_t = {t.name: t for t in plain.tensors}
     for t in weighted.tensors:
         if t.name not in importance:

@@ -2,7 +2,6 @@
 before the source says it is ready, and an error from the source must stop the load."""
 from __future__ import annotations
 
-import mmap
 import os
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ import pytest
 from plan_fixtures import source_gguf
 
 from gguf_tools.errors import InputError
-from gguf_tools.gguf_file.header import parse_gguf_header
+from gguf_tools.gguf_file.reader import GGUFFile
 
 llama_cpp = pytest.importorskip("llama_cpp")
 from gguf_runtime.llama_load import LlamaSource, llama_source, new_llama  # noqa: E402  (only once llama_cpp is known to be installed)
@@ -37,8 +36,7 @@ def greedy(llm, n: int = 6) -> list[int]:
 
 
 def data_offset(path: Path) -> int:
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        return parse_gguf_header(mm, what=str(path), keep_values=False).data_offset
+    return GGUFFile.open(path).data_offset
 
 
 @pytest.mark.slow

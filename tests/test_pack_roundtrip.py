@@ -16,7 +16,7 @@ import pytest
 from conftest import smollm2_gguf
 from pack_fixtures import T, make_gguf, sha
 
-from gguf_tools.errors import OutputError
+from gguf_tools.errors import InputError, OutputError
 from gguf_tools.packed import (
     is_packed,
     open_for_llama,
@@ -101,22 +101,23 @@ def test_packed_header_shows_metadata_and_tensors_without_unpacking(small):
     h = read_packed_header(packed)
     reader = gguf.GGUFReader(src)
     assert h.gguf_header == src.read_bytes()[:reader.data_offset]
-    assert h.gguf.metadata["general.name"] == "pack test"
-    assert h.gguf.metadata["tokenizer.ggml.tokens"] == ["a", "b", "<s>"]
+    assert h.gguf.get("general.name") == "pack test"
+    assert h.gguf.get("tokenizer.ggml.tokens") == ["a", "b", "<s>"]
     assert [t.name for t in h.gguf.tensors] == [t.name for t in reader.tensors]
     assert [t.type_name for t in h.gguf.tensors] == [t.tensor_type.name for t in reader.tensors]
     assert h.sha256 == sha(src)
     assert h.original_size == src.stat().st_size
 
 
-def test_a_header_read_for_its_scalars_keeps_every_value_but_the_arrays(small):
-    from gguf_tools.gguf_file.header import parse_gguf_header
+def test_the_header_a_packed_file_keeps_reads_as_the_gguf_it_came_from(small):
+    from gguf_tools.gguf_file.reader import GGUFFile
 
-    header = read_packed_header(small[1]).gguf_header
-    full = parse_gguf_header(header).metadata
-    scalars = parse_gguf_header(header, keep_values=False, keep_scalars=True).metadata
-    assert scalars == {k: v for k, v in full.items() if not isinstance(v, list)}
-    assert scalars["general.name"] == "pack test" and "tokenizer.ggml.tokens" not in scalars
+    src, packed = small
+    kept = GGUFFile.from_header(read_packed_header(packed).gguf_header, what=str(packed), values="scalars")
+    plain = GGUFFile.open(src)
+    assert {k: kept.get(k) for k in kept.fields} == {k: plain.get(k) for k in plain.fields}
+    assert kept.tensors == plain.tensors and kept.data_offset == plain.data_offset
+    assert kept.get("general.name") == "pack test"
 
 
 def test_is_packed_tells_packed_files_from_gguf_and_missing_files(small, tmp_path):
@@ -143,7 +144,7 @@ def test_bytes_between_and_after_tensors_survive_even_when_not_zero(tmp_path, rn
     assert bytes(unpack_to_memory(packed)) == bytes(data)
 
 
-def test_tensors_of_unknown_types_are_kept_as_plain_bytes(tmp_path, rng):
+def test_tensors_of_unknown_types_are_refused_as_llama_cpp_refuses_them(tmp_path, rng):
     src = make_gguf(tmp_path / "odd.gguf", {
         "known": (rng.standard_normal(64).astype(np.float32), T.F32),
         "odd": (rng.standard_normal(64).astype(np.float32), T.F32),
@@ -155,10 +156,9 @@ def test_tensors_of_unknown_types_are_kept_as_plain_bytes(tmp_path, rng):
     struct.pack_into("<I", data, at + 4 + 8 * n_dims, 200)              # a type id nobody knows yet
     src.write_bytes(bytes(data))
     packed = tmp_path / "odd.ggpk"
-    pack(src, packed)
-    assert bytes(unpack_to_memory(packed)) == bytes(data)
-    names = [t.name for t in pack_info(packed).tensors]
-    assert "known" in names and "odd" not in names and "(padding)" in names
+    with pytest.raises(InputError, match="unknown tensor type 200"):
+        pack(src, packed)
+    assert not packed.exists()
 
 
 def test_a_gguf_without_tensors_round_trips(tmp_path):

@@ -11,6 +11,7 @@ import gguf
 import pytest
 
 from gguf_tools.errors import InputError, UnsupportedError
+from gguf_tools.gguf_file.reader import GGUFFile
 from gguf_tools.plan import (
     PRESETS,
     Plan,
@@ -374,9 +375,8 @@ def _f16(model: str) -> Path:
 
 
 @functools.cache
-def _reader(model: str) -> gguf.GGUFReader:
-    """Parsing gemma3's 262k-token vocabulary takes GGUFReader ~20 s: do it once per session."""
-    return gguf.GGUFReader(_f16(model))
+def _reader(model: str) -> GGUFFile:
+    return GGUFFile.open(_f16(model))
 
 
 @pytest.mark.parametrize("model, preset", list(_quant_cases()))
@@ -397,4 +397,4 @@ def test_fallbacks_inflate_smollm2_q4_k_m_from_about_5_2_to_6_2_bits_per_weight(
     assert intended_bits_per_weight(plan) == pytest.approx(5.155, abs=0.01)
     f16 = plan_gguf(reader, "F16")
     assert bits_per_weight(f16) * sum(t.n_elements for t in reader.tensors) / 8 == pytest.approx(
-        sum(int(t.n_bytes) for t in reader.tensors))
+        sum(t.nbytes for t in reader.tensors))

@@ -255,7 +255,7 @@ def test_nan_or_infinity_is_refused_with_the_tensor_name():
 
 
 def test_rows_that_do_not_split_into_blocks_are_unsupported():
-    with pytest.raises(UnsupportedError, match="divisible by 256"):
+    with pytest.raises(UnsupportedError, match="block of 256"):
         quantize(np.zeros((2, 576), dtype=np.float32), Q.Q4_K)
     with pytest.raises(UnsupportedError):
         row_bytes(Q.Q8_0, 40)

@@ -1,6 +1,7 @@
 """Real trained weights survive GGUF -> Hugging Face checkpoint -> gguf-tools convert unchanged."""
 from __future__ import annotations
 
+import gguf
 import numpy as np
 import pytest
 from conftest import greedy, load_llama
@@ -8,7 +9,6 @@ from plan_fixtures import f16_gguf, source_gguf
 
 from gguf_tools.convert import convert
 from gguf_tools.export.checkpoint import export_checkpoint
-from gguf_tools.inspection import open_gguf
 
 PROMPTS = [
     "The three primary colors are",
@@ -33,8 +33,8 @@ def pair(request, tmp_path_factory):
 
 def test_converted_tensors_equal_the_dequantized_original(pair):
     _name, out, ref = pair
-    got = {t.name: t for t in open_gguf(out).tensors}
-    want = {t.name: t for t in open_gguf(ref).tensors}
+    got = {t.name: t for t in gguf.GGUFReader(out).tensors}
+    want = {t.name: t for t in gguf.GGUFReader(ref).tensors}
     assert set(got) == set(want)
     for name, w in want.items():
         g = got[name]

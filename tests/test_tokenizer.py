@@ -25,6 +25,7 @@ from tokenizer_fixtures import (
 )
 
 from gguf_tools.errors import InputError, UnsupportedError
+from gguf_tools.gguf_file.reader import GGUFFile
 from gguf_tools.tokenizer import (
     CHK_TXT,
     PRE_HASHES,
@@ -540,14 +541,14 @@ def test_export_writes_a_directory_transformers_loads_with_the_gguf_specials(con
     assert "tokenizer.model" in {p.name for p in converted("gemma3").src.iterdir()}
 
 
-def _tiny_gguf(path: Path, **kv) -> gguf.GGUFReader:
+def _tiny_gguf(path: Path, **kv) -> GGUFFile:
     writer = gguf.GGUFWriter(str(path), "llama")
     for key, (value, vtype, sub) in kv.items():
         writer.add_key_value(key.replace("__", "."), value, vtype, sub_type=sub)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.close()
-    return gguf.GGUFReader(path)
+    return GGUFFile.open(path)
 
 
 S, A, I32 = gguf.GGUFValueType.STRING, gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.INT32

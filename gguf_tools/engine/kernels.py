@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import _kernels
 from ..errors import InputError, ResourceError, UnsupportedError
+from ..gguf_file import layout
 from ..system import check_threads
 
 QT = gguf.GGMLQuantizationType
@@ -77,16 +78,14 @@ def _resolve_level(name: str, explicit: bool) -> int:
     return _LEVEL_NAMES.index(name)
 
 
-# type id -> (type, values per block, bytes per block); IntEnum members hash like their ints
-_TYPE_INFO: dict[int, tuple[QT, int, int]] = {
-    int(qt): (qt, *gguf.GGML_QUANT_SIZES[qt]) for qt in SUPPORTED_TYPES
-}
+# type id -> type, for the types the kernels handle; IntEnum members hash like their ints
+_TYPES: dict[int, QT] = {int(qt): qt for qt in SUPPORTED_TYPES}
 
 
-def _type_info(qtype: QT | int) -> tuple[QT, int, int]:
-    info = _TYPE_INFO.get(qtype) if isinstance(qtype, int) and not isinstance(qtype, bool) else None
-    if info is not None:
-        return info
+def _kernel_type(qtype: QT | int) -> QT:
+    qt = _TYPES.get(qtype) if isinstance(qtype, int) and not isinstance(qtype, bool) else None
+    if qt is not None:
+        return qt
     try:
         qt = QT(int(qtype))
     except (ValueError, TypeError):
@@ -106,16 +105,9 @@ def _dims(shape: Sequence[int], what: str) -> tuple[int, ...]:
     return dims
 
 
-def _row_bytes(info: tuple[QT, int, int], n_cols: int) -> int:
-    qt, block, size = info
-    if n_cols % block:
-        raise InputError(f"row length {n_cols} is not a multiple of the {qt.name} block size {block}")
-    return n_cols // block * size
-
-
 def row_bytes(qtype: QT | int, n_cols: int) -> int:
-    """Bytes one row of ``n_cols`` values takes in ``qtype`` (the row must be whole blocks)."""
-    return _row_bytes(_type_info(qtype), operator.index(n_cols))
+    """Bytes one row of ``n_cols`` values takes in ``qtype``, a type the kernels handle."""
+    return layout.row_bytes(_kernel_type(qtype), operator.index(n_cols))
 
 
 def _raw_bytes(data: object, what: str) -> np.ndarray:
@@ -147,14 +139,13 @@ def dequantize(
 
     Bit-identical to ``gguf.quants.dequantize`` for every supported type.
     """
-    info = _type_info(qtype)
-    qt = info[0]
+    qt = _kernel_type(qtype)
     dims = _dims(shape, "shape")
     n_cols = dims[-1]
     n_rows = 1
     for d in dims[:-1]:
         n_rows *= d
-    rb = _row_bytes(info, n_cols)
+    rb = layout.row_bytes(qt, n_cols)
     raw = _raw_bytes(data, "data")
     if raw.nbytes != n_rows * rb:
         raise InputError(f"{qt.name} tensor of shape {dims} needs {n_rows * rb} bytes, got {raw.nbytes}")
@@ -178,15 +169,14 @@ def matmul(
     ``x`` is (batch, n_in) or (n_in,); the result is float32 (batch, n_out) or (n_out,).
     Each output is computed by one thread start to finish, so results do not depend on ``threads``.
     """
-    info = _type_info(qtype)
-    qt = info[0]
+    qt = _kernel_type(qtype)
     try:
         n_out, n_in = (operator.index(d) for d in shape)
     except (TypeError, ValueError):
         raise InputError(f"weight shape must be two integers (n_out, n_in), got {shape!r}") from None
     if n_out < 0 or n_in <= 0:
         raise InputError(f"weight shape must have n_out >= 0 and n_in > 0, got {(n_out, n_in)}")
-    rb = _row_bytes(info, n_in)
+    rb = layout.row_bytes(qt, n_in)
     raw = _raw_bytes(weights, "weights")
     if raw.nbytes != n_out * rb:
         raise InputError(f"{qt.name} weights of shape {(n_out, n_in)} need {n_out * rb} bytes, got {raw.nbytes}")

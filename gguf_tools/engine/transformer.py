@@ -14,8 +14,9 @@ import gguf
 import numpy as np
 
 from ..errors import InputError, UnsupportedError
+from ..gguf_file.layout import numpy_shape
+from ..gguf_file.reader import GGUFFile
 from ..hf.families import Family, families, family_for_arch
-from ..inspection import open_gguf
 from . import kernels
 
 Q = gguf.GGMLQuantizationType
@@ -57,23 +58,30 @@ class Config:
     softcap: float
 
 
-def _meta(reader: gguf.GGUFReader, key: str, default=None):
-    f = reader.fields.get(key)
-    return f.contents() if f is not None else default
+K = gguf.Keys
 
 
-def read_config(reader: gguf.GGUFReader) -> Config:
-    arch = str(_meta(reader, "general.architecture"))
+def read_config(f: GGUFFile) -> Config:
+    arch = f.architecture
     family = family_for_arch(arch)
     if family is None:
         names = ", ".join(f.name for f in families())
         raise UnsupportedError(f"the reference engine runs {names}; this model is {arch!r}")
-    g = lambda k, d=None: _meta(reader, f"{arch}.{k}", d)  # noqa: E731
-    n_embd, n_head = int(g("embedding_length")), int(g("attention.head_count"))
-    n_layer = int(g("block_count"))
-    head_dim = int(g("attention.key_length", n_embd // n_head))
-    n_swa = int(g("attention.sliding_window", 0) or 0)
-    pattern = g("attention.sliding_window_pattern")
+
+    def g(key: str, default=None):
+        return f.get(key.format(arch=arch), default)
+
+    def need(key: str) -> int:
+        v = g(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise InputError(f"{f.what}: {key.format(arch=arch)} must be a positive integer, got {v!r}")
+        return v
+
+    n_embd, n_head = need(K.LLM.EMBEDDING_LENGTH), need(K.Attention.HEAD_COUNT)
+    n_layer = need(K.LLM.BLOCK_COUNT)
+    head_dim = int(g(K.Attention.KEY_LENGTH, n_embd // n_head))
+    n_swa = int(g(K.Attention.SLIDING_WINDOW, 0) or 0)
+    pattern = g(K.Attention.SLIDING_WINDOW_PATTERN)
     if not family.sliding_window_layers or n_swa == 0:
         swa = (False,) * n_layer
     elif isinstance(pattern, list):
@@ -81,22 +89,22 @@ def read_config(reader: gguf.GGUFReader) -> Config:
     else:
         period = int(pattern or 6)
         swa = tuple(i % period < period - 1 for i in range(n_layer))
-    scale_type = str(g("rope.scaling.type", "none"))
+    scale_type = str(g(K.Rope.SCALING_TYPE, "none"))
     return Config(
         family=family,
         n_layer=n_layer,
         n_embd=n_embd,
         n_head=n_head,
-        n_head_kv=int(g("attention.head_count_kv", n_head)),
+        n_head_kv=int(g(K.Attention.HEAD_COUNT_KV, n_head)),
         head_dim=head_dim,
-        n_rot=int(g("rope.dimension_count", head_dim)),
-        eps=float(g("attention.layer_norm_rms_epsilon", 1e-5)),
-        rope_base=float(g("rope.freq_base", 10000.0)),
-        rope_base_swa=float(g("rope.freq_base_swa", 10000.0)),
-        rope_scale=float(g("rope.scaling.factor", 1.0)) if scale_type == "linear" else 1.0,
+        n_rot=int(g(K.Rope.DIMENSION_COUNT, head_dim)),
+        eps=float(g(K.Attention.LAYERNORM_RMS_EPS, 1e-5)),
+        rope_base=float(g(K.Rope.FREQ_BASE, 10000.0)),
+        rope_base_swa=float(g(K.Rope.FREQ_BASE_SWA, 10000.0)),
+        rope_scale=float(g(K.Rope.SCALING_FACTOR, 1.0)) if scale_type == "linear" else 1.0,
         n_swa=n_swa,
         swa_layers=swa,
-        softcap=float(g("final_logit_softcapping", 0.0) or 0.0),
+        softcap=float(g(K.LLM.FINAL_LOGIT_SOFTCAPPING, 0.0) or 0.0),
     )
 
 
@@ -164,14 +172,13 @@ class Engine:
         self.exact = exact
         self._dense: dict[str, np.ndarray] = {}
         self._rope_tables: dict[float, tuple[np.ndarray, np.ndarray]] = {}
-        self.reader = open_gguf(self.path)
-        self.cfg = read_config(self.reader)
+        self.file = GGUFFile.open(self.path, values="scalars")
+        self.cfg = read_config(self.file)
         self.threads = threads
         self.observer = observer
         self.w: dict[str, Weight] = {}
-        for t in self.reader.tensors:
-            shape = tuple(int(d) for d in reversed(t.shape))
-            self.w[t.name] = Weight(t.name, t.tensor_type, np.asarray(t.data), shape)
+        for t in self.file.tensors:
+            self.w[t.name] = Weight(t.name, t.ggml_type, self.file.data(t), numpy_shape(t.shape))
         self.small = {n: w.dense().astype(np.float32) for n, w in self.w.items() if len(w.shape) == 1}
         if "token_embd.weight" not in self.w:
             raise InputError(f"{self.path}: no token_embd.weight tensor")

@@ -12,8 +12,10 @@ import gguf
 import numpy as np
 
 from ..engine.kernels import dequantize
-from ..errors import UnsupportedError
+from ..errors import InputError, UnsupportedError
 from ..files import atomic_output
+from ..gguf_file.layout import numpy_shape
+from ..gguf_file.reader import GGUFFile, TensorInfo
 from ..hf.families import Family, HParams, family_for_arch
 from ..hf.safetensors import write_safetensors
 from .tokenizer import export_tokenizer
@@ -32,12 +34,8 @@ LAYER_NAMES = {
     "post_attention_norm": "post_attention_layernorm",
     "post_ffw_norm": "post_feedforward_layernorm",
 }
+K = gguf.Keys
 TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
-
-
-def _field(reader: gguf.GGUFReader, key: str, default=None):
-    f = reader.fields.get(key)
-    return f.contents() if f is not None else default
 
 
 def hf_name(gguf_name: str, family: Family) -> str:
@@ -56,47 +54,55 @@ def hf_name(gguf_name: str, family: Family) -> str:
     raise UnsupportedError(f"cannot export tensor {gguf_name!r}")
 
 
-def export_config(reader: gguf.GGUFReader, family: Family, token_ids: dict) -> dict:
-    p = f"{family.name}."
-    g = lambda k, d=None: _field(reader, p + k, d)  # noqa: E731
-    n_embd, n_head = int(g("embedding_length")), int(g("attention.head_count"))
-    head_dim = int(g("attention.key_length", n_embd // n_head))
-    n_layer = int(g("block_count"))
-    has_output = any(t.name == "output.weight" for t in reader.tensors)
+def export_config(f: GGUFFile, family: Family, token_ids: dict) -> dict:
+    arch = family.name
+
+    def g(key: str, default=None):
+        return f.get(key.format(arch=arch), default)
+
+    def need(key: str) -> int:
+        v = g(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise InputError(f"{f.what}: {key.format(arch=arch)} must be a positive integer, got {v!r}")
+        return v
+
+    n_embd, n_head = need(K.LLM.EMBEDDING_LENGTH), need(K.Attention.HEAD_COUNT)
+    head_dim = int(g(K.Attention.KEY_LENGTH, n_embd // n_head))
+    n_layer = need(K.LLM.BLOCK_COUNT)
+    has_output = any(t.name == "output.weight" for t in f.tensors)
     hf_arch, model_type = family.hf_export
     cfg = {
         "architectures": [hf_arch],
         "model_type": model_type,
         "hidden_size": n_embd,
-        "intermediate_size": int(g("feed_forward_length")),
+        "intermediate_size": need(K.LLM.FEED_FORWARD_LENGTH),
         "num_hidden_layers": n_layer,
         "num_attention_heads": n_head,
-        "num_key_value_heads": int(g("attention.head_count_kv", n_head)),
+        "num_key_value_heads": int(g(K.Attention.HEAD_COUNT_KV, n_head)),
         "head_dim": head_dim,
-        "max_position_embeddings": int(g("context_length", 4096)),
-        "rms_norm_eps": float(g("attention.layer_norm_rms_epsilon", 1e-6)),
-        "rope_theta": float(g("rope.freq_base", 10000.0)),
+        "max_position_embeddings": int(g(K.LLM.CONTEXT_LENGTH, 4096)),
+        "rms_norm_eps": float(g(K.Attention.LAYERNORM_RMS_EPS, 1e-6)),
+        "rope_theta": float(g(K.Rope.FREQ_BASE, 10000.0)),
         "tie_word_embeddings": not has_output,
         "hidden_act": "silu",
         "attention_bias": False,
         "torch_dtype": "float32",
         **{k: v for k, v in token_ids.items() if v is not None},
     }
-    family.export_config(cfg, g)
+    family.export_config(cfg, lambda key, default=None: f.get(f"{arch}.{key}", default))
     return cfg
 
 
 def export_checkpoint(gguf_path: Path, out_dir: Path, *, dtype: str = "bf16") -> Path:
     """Write ``out_dir`` as a Hugging Face model directory equivalent to ``gguf_path``."""
-    reader = gguf.GGUFReader(gguf_path)
-    arch = str(_field(reader, "general.architecture"))
+    reader = GGUFFile.open(gguf_path)
+    arch = reader.architecture
     family = family_for_arch(arch)
     if family is None or family.hf_export is None:
         raise UnsupportedError(f"{gguf_path}: exporting architecture {arch!r} is not supported")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     token_ids = export_tokenizer(reader, out_dir)
-    token_ids.setdefault("vocab_size", int(reader.tensors[0].shape[-1]))
     for t in reader.tensors:
         if t.name == "token_embd.weight":
             token_ids["vocab_size"] = int(t.shape[-1])
@@ -109,14 +115,13 @@ def export_checkpoint(gguf_path: Path, out_dir: Path, *, dtype: str = "bf16") ->
         n_ctx=cfg["max_position_embeddings"], rms_eps=cfg["rms_norm_eps"],
     )
 
-    def tensor(t: gguf.ReaderTensor) -> np.ndarray:
-        shape = tuple(int(d) for d in reversed(t.shape))
-        w = dequantize(t.tensor_type, np.asarray(t.data), shape)
+    def tensor(t: TensorInfo) -> np.ndarray:
+        w = dequantize(t.ggml_type, reader.data(t), numpy_shape(t.shape))
         inverse = family.untransform(t.name, hp)
         return inverse(w) if inverse else w
 
     entries = [
-        (hf_name(t.name, family), dtype, tuple(int(d) for d in reversed(t.shape)), (lambda t=t: tensor(t)))
+        (hf_name(t.name, family), dtype, numpy_shape(t.shape), (lambda t=t: tensor(t)))
         for t in reader.tensors
         if t.name != "rope_freqs.weight"
     ]

@@ -28,12 +28,13 @@ from gguf import TokenType
 
 from ..errors import InputError, OutputError, UnsupportedError
 from ..files import atomic_output
+from ..gguf_file.reader import GGUFFile
 from ..tokenizer import PRE_NAMES, SPACE_MARK, TOKEN_TYPES, hf_pre_tokenizer
 
 _BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")
 
 
-def export_tokenizer(reader: gguf.GGUFReader, out_dir: Path) -> dict:
+def export_tokenizer(reader: GGUFFile, out_dir: Path) -> dict:
     """Write tokenizer.json (+ tokenizer.model for SentencePiece), tokenizer_config.json and
     special_tokens_map.json into ``out_dir``; return the ids config.json needs."""
     meta = _read_metadata(reader)
@@ -62,11 +63,11 @@ def export_tokenizer(reader: gguf.GGUFReader, out_dir: Path) -> dict:
 # reading the GGUF metadata (the file may be hostile: check every type)
 
 
-def _field(reader: gguf.GGUFReader, key: str) -> Any:
+def _field(reader: GGUFFile, key: str) -> Any:
     return reader.fields.get(key)
 
 
-def _scalar(reader: gguf.GGUFReader, key: str, kinds: tuple[type, ...]) -> Any:
+def _scalar(reader: GGUFFile, key: str, kinds: tuple[type, ...]) -> Any:
     f = _field(reader, key)
     if f is None:
         return None
@@ -83,7 +84,7 @@ def _scalar(reader: gguf.GGUFReader, key: str, kinds: tuple[type, ...]) -> Any:
     return value
 
 
-def _array(reader: gguf.GGUFReader, key: str, sub: tuple[gguf.GGUFValueType, ...]) -> list | None:
+def _array(reader: GGUFFile, key: str, sub: tuple[gguf.GGUFValueType, ...]) -> list | None:
     f = _field(reader, key)
     if f is None:
         return None
@@ -100,7 +101,7 @@ _INTS = (gguf.GGUFValueType.INT32, gguf.GGUFValueType.UINT32, gguf.GGUFValueType
          gguf.GGUFValueType.INT8, gguf.GGUFValueType.UINT8)
 
 
-def _read_metadata(reader: gguf.GGUFReader) -> dict:
+def _read_metadata(reader: GGUFFile) -> dict:
     K = gguf.Keys.Tokenizer
     model = _scalar(reader, K.MODEL, (str,))
     if model is None:

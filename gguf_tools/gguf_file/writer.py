@@ -13,6 +13,7 @@ import gguf
 import numpy as np
 
 from ..files import atomic_output, check_free_space
+from .layout import gguf_shape, tensor_nbytes
 
 Q = gguf.GGMLQuantizationType
 
@@ -25,7 +26,7 @@ class OutTensor:
 
     @property
     def nbytes(self) -> int:
-        return tensor_nbytes(self.shape, self.qtype)
+        return tensor_nbytes(gguf_shape(self.shape), self.qtype)
 
 
 class RawValue(bytes):
@@ -39,14 +40,6 @@ class _Writer(gguf.GGUFWriter):
         if isinstance(val, RawValue) and add_vtype:
             return bytes(val)
         return super()._pack_val(val, vtype, add_vtype, sub_type=sub_type)
-
-
-def tensor_nbytes(shape: tuple[int, ...], qtype: Q) -> int:
-    block, size = gguf.GGML_QUANT_SIZES[qtype]
-    n = int(np.prod(shape, dtype=np.int64))
-    if shape and shape[-1] % block:
-        raise ValueError(f"row length {shape[-1]} is not a multiple of {qtype.name}'s block of {block}")
-    return n // block * size
 
 
 def write_gguf(

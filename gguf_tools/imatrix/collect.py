@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, ResourceError
+from ..gguf_file.reader import GGUFFile, adds_bos
 from .file import write_imatrix_gguf
 
 MIN_CTX = 16  # llama-imatrix ignores matmuls over fewer rows than this
@@ -75,6 +76,7 @@ def recorded(include_output: bool) -> Callable[[str], bool]:
 
 def tokenize(model: Path, text: str) -> tuple[list[int], int | None]:
     """Token ids of ``text`` with the GGUF's own tokenizer, and the BOS id when the model adds one."""
+    add_bos = adds_bos(GGUFFile.open(model, values="scalars"))   # checked by our reader before llama.cpp
     try:
         from llama_cpp import Llama
         from llama_cpp._utils import suppress_stdout_stderr
@@ -85,7 +87,6 @@ def tokenize(model: Path, text: str) -> tuple[list[int], int | None]:
             vocab = Llama(str(model), vocab_only=True, verbose=False)
     except ValueError as e:
         raise InputError(f"{model}: llama.cpp cannot read this model's vocabulary ({e})") from None
-    add_bos = str(vocab.metadata.get("tokenizer.ggml.add_bos_token", "true")).lower() != "false"
     # llama-imatrix: common_tokenize(text, add_special=true, parse_special=false)
     tokens = vocab.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False)
     bos = vocab.token_bos() if add_bos and vocab.token_bos() >= 0 else None

@@ -25,15 +25,16 @@ import numpy as np
 
 from ..errors import InputError
 from ..files import atomic_output
+from ..gguf_file.reader import GGUFFile
 
 MAX_FILE_BYTES = 8 << 30  # an imatrix of a 1T-parameter model is a few GiB at most
 MAX_ENTRIES = 1 << 20
 MAX_NAME_BYTES = 4096
 MAX_VALUES = 1 << 31
 
-KEY_DATASETS = "imatrix.datasets"
-KEY_CHUNK_COUNT = "imatrix.chunk_count"
-KEY_CHUNK_SIZE = "imatrix.chunk_size"
+KEY_DATASETS = gguf.Keys.IMatrix.DATASETS
+KEY_CHUNK_COUNT = gguf.Keys.IMatrix.CHUNK_COUNT
+KEY_CHUNK_SIZE = gguf.Keys.IMatrix.CHUNK_SIZE
 SUM_SUFFIX = ".in_sum2"
 COUNT_SUFFIX = ".counts"
 
@@ -66,11 +67,8 @@ def _check_values(path: Path, name: str, v: np.ndarray) -> np.ndarray:
 
 
 def _load_gguf(path: Path) -> dict[str, np.ndarray]:
-    try:
-        reader = gguf.GGUFReader(path)
-        tensors = {t.name: t for t in reader.tensors}
-    except (ValueError, KeyError, IndexError, struct.error, OverflowError, MemoryError) as e:
-        raise InputError(f"{path}: not a readable GGUF imatrix ({e})") from None
+    f = GGUFFile.open(path)
+    tensors = {t.name: t for t in f.tensors}
     sums = {n[: -len(SUM_SUFFIX)]: t for n, t in tensors.items() if n.endswith(SUM_SUFFIX)}
     counts = {n[: -len(COUNT_SUFFIX)]: t for n, t in tensors.items() if n.endswith(COUNT_SUFFIX)}
     if not sums and not counts:
@@ -80,10 +78,10 @@ def _load_gguf(path: Path) -> dict[str, np.ndarray]:
         if name not in sums or name not in counts:
             raise InputError(f"{path}: imatrix entry {name!r} lacks its in_sum2 or counts tensor")
         ts, tc = sums[name], counts[name]
-        if ts.tensor_type != gguf.GGMLQuantizationType.F32 or tc.tensor_type != gguf.GGMLQuantizationType.F32:
+        if ts.ggml_type != gguf.GGMLQuantizationType.F32 or tc.ggml_type != gguf.GGMLQuantizationType.F32:
             raise InputError(f"{path}: imatrix entry {name!r} must be F32")
-        s = np.asarray(ts.data, dtype=np.float32).reshape(-1)
-        c = np.asarray(tc.data, dtype=np.float32).reshape(-1)
+        s = f.data(ts).reshape(-1)
+        c = f.data(tc).reshape(-1)
         if c.size == 0 or s.size == 0 or s.size % c.size:
             raise InputError(f"{path}: imatrix entry {name!r}: {s.size} sums do not split over {c.size} counts")
         if not np.isfinite(c).all() or (c < 0).any():

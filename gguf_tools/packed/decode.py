@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import InputError, ResourceError, UnsupportedError
 from ..files import atomic_output
-from ..gguf_file.header import GGUFView, TensorInfo
+from ..gguf_file.reader import GGUFFile, TensorInfo
 from ..system import check_threads
 from .format import (
     HEADER_SIZE,
@@ -60,7 +60,7 @@ class PackedHeader:
     packed_size: int
     sha256: str
     gguf_header: bytes          # the original file's bytes up to its tensor data, verbatim
-    gguf: GGUFView              # parsed: metadata, tensor infos, alignment, data offset
+    gguf: GGUFFile              # parsed: metadata, tensor infos, alignment, data offset
     n_chunks: int
     chunk_target: int
 
@@ -136,7 +136,7 @@ class _Packed:
     def check(self, keep_values: bool = False) -> None:
         """Parse the kept GGUF header and the index, and check that they agree."""
         h, what = self.header, str(self.path)
-        self.view: GGUFView = read_view(self.prefix, h, what, keep_values)
+        self.view: GGUFFile = read_view(self.prefix, h, what, keep_values)
         raw_index = self.mm[h.index_offset:h.index_offset + h.index_size]
         if crc32c(raw_index) != h.index_crc:
             raise InputError(f"{what}: index checksum mismatch")

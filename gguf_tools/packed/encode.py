@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..files import atomic_output
-from ..gguf_file.header import GGUFView, parse_gguf_header
+from ..gguf_file.reader import GGUFFile
 from ..system import check_threads
 from .codes import code_lengths, coded_bits
 from .decode import _native, is_packed
@@ -79,7 +79,7 @@ class _SectionLayout:
     fields: list[Field]
 
 
-def _section_layouts(view: GGUFView, file_size: int, prefix_size: int, what: str) -> list[_SectionLayout]:
+def _section_layouts(view: GGUFFile, file_size: int, prefix_size: int, what: str) -> list[_SectionLayout]:
     """Tensors in file order as coded sections; any bytes between or after them as byte sections."""
     found = []
     for i, t in enumerate(view.tensors):
@@ -269,11 +269,11 @@ def pack(src: str | os.PathLike, dst: str | os.PathLike, *, threads: int | None 
     return PackStats(size, packed_size, n_chunks, n_tables, time.perf_counter() - t0)
 
 
-def _parse_in_place(mm: mmap.mmap, what: str) -> GGUFView:
+def _parse_in_place(mm: mmap.mmap, what: str) -> GGUFFile:
     """Parse the GGUF header straight from the map. A failure is raised afresh, without the
     traceback whose frames still hold views of the map (the map could not close under them)."""
     try:
-        return parse_gguf_header(mm, what=what, keep_values=False)
+        return GGUFFile.from_header(mm, what=what, file_size=len(mm))
     except InputError as e:
         message = str(e)
     raise InputError(message)

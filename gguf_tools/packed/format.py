@@ -14,7 +14,7 @@ import gguf
 import numpy as np
 
 from ..errors import InputError
-from ..gguf_file.header import GGUFView, parse_gguf_header
+from ..gguf_file.reader import GGUFFile
 
 MAGIC = b"GGUFPACK"
 VERSION = 1
@@ -339,7 +339,7 @@ def parse_index(raw: bytes | memoryview, header: FixedHeader, what: str, max_sec
     return PackIndex(tables, sections, chunks)
 
 
-def validate(header: FixedHeader, view: GGUFView, index: PackIndex, what: str) -> None:
+def validate(header: FixedHeader, view: GGUFFile, index: PackIndex, what: str) -> None:
     """Sections tile the tensor data exactly and agree with the GGUF tensor infos; chunks tile the
     sections in order and sit back to back between the GGUF header and the index."""
     pos = header.prefix_size
@@ -391,10 +391,11 @@ def validate(header: FixedHeader, view: GGUFView, index: PackIndex, what: str) -
         raise InputError(f"{what}: packed data present but no chunks")
 
 
-def read_view(prefix: bytes | memoryview, header: FixedHeader, what: str, keep_values: bool) -> GGUFView:
+def read_view(prefix: bytes | memoryview, header: FixedHeader, what: str, keep_values: bool) -> GGUFFile:
     """Parse the kept GGUF header (its CRC already checked) and check it agrees with where the
     packed data starts."""
-    view = parse_gguf_header(prefix, what=what, keep_values=keep_values)
+    view = GGUFFile.from_header(prefix, what=what, values="all" if keep_values else "raw",
+                                file_size=header.original_size)
     if header.original_size > header.prefix_size and view.data_offset != header.prefix_size:
         raise InputError(f"{what}: GGUF tensor data starts at {view.data_offset}, the packed file says "
                          f"{header.prefix_size}")

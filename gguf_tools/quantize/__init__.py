@@ -18,6 +18,7 @@ import gguf
 import numpy as np
 
 from ..errors import InputError, UnsupportedError
+from ..gguf_file import layout
 from ..system import check_threads
 from . import ggml_port
 from .search import quantize_search
@@ -45,11 +46,14 @@ def native_available() -> bool:
 
 
 def row_bytes(qtype: Q, n_per_row: int) -> int:
-    """Bytes of one quantized row; raises UnsupportedError when the row does not split into blocks."""
-    block, size = gguf.GGML_QUANT_SIZES[qtype]
-    if n_per_row <= 0 or n_per_row % block:
-        raise UnsupportedError(f"{qtype.name} needs a row length divisible by {block}, got {n_per_row}")
-    return n_per_row // block * size
+    """Bytes of one quantized row: a row that does not split into blocks cannot take this type
+    (UnsupportedError), where for a file's tensor it is bad input."""
+    try:
+        if n_per_row <= 0:
+            raise InputError(f"row length {n_per_row} is not a positive multiple of {qtype.name}'s block")
+        return layout.row_bytes(qtype, n_per_row)
+    except InputError as e:
+        raise UnsupportedError(str(e)) from None
 
 
 def check_finite(w: np.ndarray, name: str = "", *, bf16_bits: bool = False) -> None:
