@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from gguf_tools.errors import InputError
-from gguf_tools.gguf_file.reader import GGUFFile, adds_bos
+from gguf_tools.gguf_file.reader import adds_bos
+from gguf_tools.packed import open_gguf
 
 
 @dataclass
@@ -44,7 +45,7 @@ def _load(path: Path, ctx: int, threads: int | None):
 
     from gguf_tools.system import check_threads
 
-    f = GGUFFile.open(path, values="scalars")
+    f = open_gguf(path, values="scalars")
     try:
         llm = llama_cpp.Llama(
             str(path), n_ctx=ctx, n_batch=ctx, n_threads=check_threads(threads), logits_all=True, verbose=False

@@ -7,7 +7,7 @@ from pathlib import Path
 import gguf
 
 from .gguf_file.reader import GGUFFile
-from .packed import is_packed, pack_info
+from .packed import is_packed, open_gguf, pack_info
 
 ARRAY_PREVIEW = 8
 
@@ -34,7 +34,7 @@ def _tensors(f: GGUFFile) -> list[dict]:
 def describe(path: str | Path) -> dict:
     if is_packed(path):
         return describe_packed(path)
-    f = GGUFFile.open(path)
+    f = open_gguf(path)
     size = Path(path).stat().st_size
     tensors = _tensors(f)
     n_params = sum(t.n_elements for t in f.tensors)

@@ -14,6 +14,7 @@ from .files import release_pages
 from .gguf_file.layout import numpy_shape
 from .gguf_file.reader import GGUFFile
 from .gguf_file.writer import OutTensor, RawValue, write_gguf
+from .packed import open_gguf
 from .pipeline import Progress, WriteResult, add_quant_metadata, reporting
 from .plan import get_preset, plan_gguf
 from .quantize import check_finite
@@ -57,7 +58,7 @@ def quantize_gguf(
         from .imatrix.file import load_imatrix
 
         importance = load_imatrix(imatrix)
-    reader = GGUFFile.open(src)
+    reader = open_gguf(src)
     arch = reader.architecture
     plan = plan_gguf(reader, preset, has_imatrix=importance is not None)
     tensors = [OutTensor(t.name, numpy_shape(t.shape), plan[t.name]) for t in reader.tensors]

@@ -17,6 +17,7 @@ from ..errors import InputError, UnsupportedError
 from ..gguf_file.layout import numpy_shape
 from ..gguf_file.reader import GGUFFile
 from ..hf.families import Family, families, family_for_arch
+from ..packed import open_gguf
 from . import kernels
 
 Q = gguf.GGMLQuantizationType
@@ -172,7 +173,7 @@ class Engine:
         self.exact = exact
         self._dense: dict[str, np.ndarray] = {}
         self._rope_tables: dict[float, tuple[np.ndarray, np.ndarray]] = {}
-        self.file = GGUFFile.open(self.path, values="scalars")
+        self.file = open_gguf(self.path, values="scalars")
         self.cfg = read_config(self.file)
         self.threads = threads
         self.observer = observer

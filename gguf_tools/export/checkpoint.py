@@ -18,6 +18,7 @@ from ..gguf_file.layout import numpy_shape
 from ..gguf_file.reader import GGUFFile, TensorInfo
 from ..hf.families import Family, HParams, family_for_arch
 from ..hf.safetensors import write_safetensors
+from ..packed import open_gguf
 from .tokenizer import export_tokenizer
 
 LAYER_NAMES = {
@@ -95,7 +96,7 @@ def export_config(f: GGUFFile, family: Family, token_ids: dict) -> dict:
 
 def export_checkpoint(gguf_path: Path, out_dir: Path, *, dtype: str = "bf16") -> Path:
     """Write ``out_dir`` as a Hugging Face model directory equivalent to ``gguf_path``."""
-    reader = GGUFFile.open(gguf_path)
+    reader = open_gguf(gguf_path)
     arch = reader.architecture
     family = family_for_arch(arch)
     if family is None or family.hf_export is None:

@@ -242,18 +242,13 @@ class GGUFFile:
     # -- construction ----------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | Path, *, values: Values = "raw", what: str | None = None) -> GGUFFile:
-        """Read a GGUF file's header through a read-only map; a packed file is decoded into memory
-        first (a memfd on Linux): the map keeps the decoded bytes alive, and nothing is left on disk.
-        ``what`` names the file in messages (default: ``path``)."""
+        """Read a GGUF file's header through a read-only map (tensor data is viewed, not read).
+        ``what`` names the file in messages (default: ``path``). Packed files open through
+        ``gguf_tools.packed.open_gguf``, which builds on this module."""
         path = Path(path)
         what = what or str(path)
         if not path.is_file():
             raise InputError(f"{what}: no such file")
-        from ..packed import is_packed, open_for_llama  # packed/ builds on this module: import late
-
-        if is_packed(path):
-            with open_for_llama(path) as plain:
-                return cls._map(Path(plain), what, values, path)
         return cls._map(path, what, values, path)
 
     @classmethod

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, ResourceError
-from ..gguf_file.reader import GGUFFile, adds_bos
+from ..gguf_file.reader import adds_bos
+from ..packed import open_gguf
 from .file import write_imatrix_gguf
 
 MIN_CTX = 16  # llama-imatrix ignores matmuls over fewer rows than this
@@ -76,7 +77,7 @@ def recorded(include_output: bool) -> Callable[[str], bool]:
 
 def tokenize(model: Path, text: str) -> tuple[list[int], int | None]:
     """Token ids of ``text`` with the GGUF's own tokenizer, and the BOS id when the model adds one."""
-    add_bos = adds_bos(GGUFFile.open(model, values="scalars"))   # checked by our reader before llama.cpp
+    add_bos = adds_bos(open_gguf(model, values="scalars"))   # checked by our reader before llama.cpp
     try:
         from llama_cpp import Llama
         from llama_cpp._utils import suppress_stdout_stderr

@@ -23,7 +23,7 @@ from .decode import (
     unpack_to_memory,
 )
 from .encode import CHUNK_TARGET, MIN_SAVING, PackStats, pack
-from .memfile import Unpacking, open_for_llama, unpack_for_llama
+from .memfile import Unpacking, open_for_llama, open_gguf, unpack_for_llama
 
 SUFFIX = ".ggpk"  # a packed file's name: model.gguf <-> model.ggpk
 
@@ -39,6 +39,7 @@ __all__ = [
     "Unpacking",
     "is_packed",
     "open_for_llama",
+    "open_gguf",
     "pack",
     "pack_info",
     "read_packed_header",

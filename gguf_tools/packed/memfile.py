@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import ResourceError
-from .decode import _Packed
+from ..gguf_file.reader import GGUFFile, Values
+from .decode import _Packed, is_packed
 
 
 def _available_memory() -> int | None:
@@ -129,3 +130,12 @@ def _seal(fd: int) -> None:
         with contextlib.suppress(OSError):
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
 
+
+def open_gguf(path: str | os.PathLike, *, values: Values = "raw", what: str | None = None) -> GGUFFile:
+    """A GGUF file's header and mapped tensors, plain or packed. A packed file is decoded into memory
+    first (a memfd on Linux): the map keeps the decoded bytes alive, and nothing is left on disk."""
+    path = Path(path)
+    if not is_packed(path):
+        return GGUFFile.open(path, values=values, what=what)
+    with open_for_llama(path) as plain:
+        return GGUFFile.open(plain, values=values, what=what or str(path))
