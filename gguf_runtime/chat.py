@@ -200,29 +200,30 @@ class ChatSession:
             if self.messages and self.messages[-1]["role"] == "user":   # Ctrl-C while fitting: no half turn
                 self.messages.pop()
             raise
-        cached = [int(t) for t in llm.input_ids[: llm.n_tokens]]
-        reused = _common_prefix(cached, tokens)
-        if reused == len(tokens):   # the last token is evaluated again: its logits start the answer
-            reused -= 1
-        if (self._verbose and not self._told_no_reuse and not turn.dropped
-                and 0 < reused < self._last_prompt <= len(tokens)):
-            self._told_no_reuse = True
-            self._notify("this model's chat template re-renders earlier turns: the conversation is"
-                         " evaluated again from the first difference each turn")
-        turn.prompt_tokens, turn.evaluated = len(tokens), len(tokens) - reused
-        if turn.dropped:
-            users = sum(m["role"] == "user" for m in turn.dropped)
-            self._notify(f"context full: dropped the oldest {users} exchange{'s' * (users != 1)}"
-                         f" ({len(turn.dropped)} messages) to make room")
         vocab = llm._model.vocab
         reply: list[int] = []
         text = ""
-        start = time.perf_counter()
-        first_token = start
+        start = first_token = time.perf_counter()
         turn.stop = "interrupted"
-        gen = llm.generate(tokens, reset=True, temp=s.temp, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p,
-                           repeat_penalty=s.repeat_penalty)
-        try:
+        gen = None
+        try:   # from here on the answer joins the history, however the turn ends
+            cached = [int(t) for t in llm.input_ids[: llm.n_tokens]]
+            reused = _common_prefix(cached, tokens)
+            if reused == len(tokens):   # the last token is evaluated again: its logits start the answer
+                reused -= 1
+            if (self._verbose and not self._told_no_reuse and not turn.dropped
+                    and 0 < reused < self._last_prompt <= len(tokens)):
+                self._told_no_reuse = True
+                self._notify("this model's chat template re-renders earlier turns: the conversation is"
+                             " evaluated again from the first difference each turn")
+            turn.prompt_tokens, turn.evaluated = len(tokens), len(tokens) - reused
+            if turn.dropped:
+                users = sum(m["role"] == "user" for m in turn.dropped)
+                self._notify(f"context full: dropped the oldest {users} exchange{'s' * (users != 1)}"
+                             f" ({len(turn.dropped)} messages) to make room")
+            start = first_token = time.perf_counter()
+            gen = llm.generate(tokens, reset=True, temp=s.temp, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p,
+                               repeat_penalty=s.repeat_penalty)
             for token in gen:
                 if not reply:
                     first_token = time.perf_counter()
@@ -241,7 +242,8 @@ class ChatSession:
                     turn.stop = "context"
                     break
         finally:
-            gen.close()
+            if gen is not None:
+                gen.close()
             now = time.perf_counter()
             turn.generated = len(reply)
             turn.prompt_seconds = first_token - start

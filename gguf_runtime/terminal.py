@@ -181,7 +181,7 @@ def _command(session: ChatSession, out: Terminal, name: str, arg: str, turns: li
         return session.regen()
     elif name == "/context":
         used, n_ctx = session.context()
-        out.note(f"context: {used} tokens used, {n_ctx - used} free of {n_ctx}"
+        out.note(f"context: {used} tokens used, {max(0, n_ctx - used)} free of {n_ctx}"
                  f" ({sum(m['role'] == 'user' for m in session.messages)} exchanges)")
     elif name == "/stats":
         evaluated = sum(t.evaluated for t in turns)

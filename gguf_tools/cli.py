@@ -245,8 +245,8 @@ def chat(
     sampling = sampling_for(m.metadata, temp=temp, top_k=top_k, top_p=top_p, min_p=min_p,
                             repeat_penalty=repeat_penalty, max_tokens=max_tokens)
     code = run_chat(m, system=system, sampling=sampling, quiet=quiet, verbose=verbose)
-    if code:
-        raise typer.Exit(code)
+    if code:   # Ctrl-C at the prompt: the chat ended as asked, nothing to report but the code
+        sys.exit(code)
 
 
 @app.command("eval")
