@@ -249,6 +249,22 @@ def chat(
         sys.exit(code)
 
 
+@app.command()
+def serve(
+    model: Path = typer.Argument(..., help="GGUF model file, plain or packed."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; another than localhost only when asked."),
+    port: int = typer.Option(8080, "--port", min=0, max=65535),
+    api_key: str | None = typer.Option(None, "--api-key", help="Require 'Authorization: Bearer KEY' on the API."),
+    ctx: int = typer.Option(4096, "--ctx", min=64),
+    threads: int | None = typer.Option(None, "--threads", min=1),
+) -> None:
+    """Serve MODEL over an OpenAI-compatible API (llama-cpp-python's server), with a chat page at /."""
+    from gguf_runtime.serve import serve as run_server
+
+    typer.echo(f"serving {model.name} on http://{host}:{port}/ (Ctrl-C stops)", err=True)
+    run_server(model, host=host, port=port, n_ctx=ctx, threads=threads, api_key=api_key)
+
+
 @app.command("eval")
 def eval_(
     candidate: Path = typer.Argument(..., help="GGUF model to judge."),
