@@ -29,33 +29,58 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
-    try:
-        model = source_gguf("smollm2")
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
+def _start(model: Path, *args: str, headers: dict | None = None):
+    """``gguf-tools serve MODEL`` on a free port; (url, process) once /v1/models answers."""
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gguf_tools.cli", "serve", str(model), "--port", str(port), "--ctx", str(CTX),
-         "--threads", "1"],
+         "--threads", "1", *args],
         env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
-                break
+            if httpx.get(url + "/v1/models", timeout=2, headers=headers).status_code == 200:
+                return url, proc
         except httpx.TransportError:
             time.sleep(0.3)
         assert proc.poll() is None, proc.stdout.read()
-    else:
-        proc.kill()
-        pytest.fail("the server did not come up in 120 s")
-    yield url, model.name, proc
+    proc.kill()
+    pytest.fail("the server did not come up in 120 s")
+
+
+def _stop(proc) -> None:
     proc.send_signal(signal.SIGINT)   # Ctrl-C: uvicorn shuts down cleanly
     assert proc.wait(timeout=30) == 0, proc.stdout.read()
+
+
+@pytest.fixture(scope="module")
+def server():
+    try:
+        model = source_gguf("smollm2")
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    url, proc = _start(model)
+    yield url, model.name, proc
+    _stop(proc)
+
+
+def test_a_packed_file_is_served_under_its_own_name_and_an_api_key_is_required_when_set(server, tmp_path):
+    from gguf_tools.cli import main
+
+    packed = tmp_path / "smol.ggpk"
+    assert main(["pack", str(source_gguf("smollm2")), "-o", str(packed), "--threads", "2"]) == 0
+    key = {"Authorization": "Bearer s3cret"}
+    url, proc = _start(packed, "--api-key", "s3cret", headers=key)
+    try:
+        assert httpx.get(url + "/v1/models").status_code == 401
+        assert [m["id"] for m in httpx.get(url + "/v1/models", headers=key).json()["data"]] == ["smol.ggpk"]
+        r = httpx.post(url + "/v1/completions", json={"prompt": "The capital of France is", "max_tokens": 8,
+                                                      "temperature": 0}, headers=key, timeout=120)
+        assert r.status_code == 200 and "Paris" in r.json()["choices"][0]["text"]
+    finally:
+        _stop(proc)
 
 
 def _chat(text: str, **kw) -> dict:
