@@ -211,6 +211,12 @@ class ChatSession:
             reused = _common_prefix(cached, tokens)
             if reused == len(tokens):   # the last token is evaluated again: its logits start the answer
                 reused -= 1
+            if reused > 0 and not llm._ctx.kv_cache_seq_rm(-1, reused, -1):   # a cache that cannot be cut
+                reused = 0
+                if self._verbose and not self._told_no_reuse:
+                    self._told_no_reuse = True
+                    self._notify("llama.cpp cannot cut this model's KV cache: every turn is evaluated whole")
+            llm.n_tokens = reused
             if (self._verbose and not self._told_no_reuse and not turn.dropped
                     and 0 < reused < self._last_prompt <= len(tokens)):
                 self._told_no_reuse = True
