@@ -58,7 +58,8 @@ class Model:
                 f" {avail / 2**30:.1f} GiB is available (try a smaller --ctx or a smaller quant)"
             )
         try:
-            self._llm = new_llama(source, n_ctx=n_ctx, n_threads=self.threads, seed=seed, verbose=False)
+            self._llm = new_llama(source, n_ctx=n_ctx, n_threads=self.threads, n_threads_batch=self.threads,
+                                  seed=seed, verbose=False)
         except ValueError as e:
             raise InputError(f"{self.path}: llama.cpp cannot load this model ({e})") from None
         self.metadata = dict(self._llm.metadata)

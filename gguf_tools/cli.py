@@ -274,33 +274,45 @@ def run(
 def chat(
     model: Path = typer.Argument(..., help="GGUF model file, plain or packed."),
     system: str | None = typer.Option(None, "--system", help="System prompt."),
-    max_tokens: int = typer.Option(512, "--max-tokens", "-n", min=1),
-    temp: float = typer.Option(0.7, "--temp", min=0.0),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", "-n", min=1, help="Longest answer (default 512)."),
+    temp: float | None = typer.Option(None, "--temp", min=0.0, help="0 = greedy. Default: the model's own, else 0.8."),
+    top_k: int | None = typer.Option(None, "--top-k", min=0, help="Default: the model's own, else 40."),
+    top_p: float | None = typer.Option(None, "--top-p", min=0.0, max=1.0, help="Default: the model's own, else 0.95."),
+    min_p: float | None = typer.Option(None, "--min-p", min=0.0, max=1.0, help="Default: the model's own, else 0.05."),
+    repeat_penalty: float | None = typer.Option(None, "--repeat-penalty", min=0.0, help="Default: the model's own, else 1.0."),
     seed: int = typer.Option(0, "--seed"),
     ctx: int = typer.Option(4096, "--ctx", min=64),
     threads: int | None = _threads_option(),
+    quiet: bool = typer.Option(False, "--quiet", help="No stats line after each answer."),
+    verbose: bool = typer.Option(False, "--verbose", help="Also say when the KV cache cannot be reused."),
 ) -> None:
-    """Chat with a model in the terminal, using its own chat template. Empty line or Ctrl-D ends."""
+    """Chat with a model in the terminal, using its own chat template. /help lists commands; Ctrl-D ends."""
     from gguf_runtime import Model
+    from gguf_runtime.chat import sampling_for
+    from gguf_runtime.terminal import run_chat
 
     m = Model(model, n_ctx=ctx, threads=threads, seed=seed)
-    messages: list[dict] = [{"role": "system", "content": system}] if system else []
-    interactive = sys.stdin.isatty()
-    while True:
-        if interactive:
-            sys.stderr.write("> ")
-            sys.stderr.flush()
-        line = sys.stdin.readline()
-        if not line or not line.strip():
-            break
-        messages.append({"role": "user", "content": line.strip()})
-        reply = []
-        for piece in m.stream_chat(messages, max_tokens=max_tokens, temperature=temp):
-            reply.append(piece)
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
-        messages.append({"role": "assistant", "content": "".join(reply).strip()})
+    sampling = sampling_for(m.metadata, temp=temp, top_k=top_k, top_p=top_p, min_p=min_p,
+                            repeat_penalty=repeat_penalty, max_tokens=max_tokens)
+    code = run_chat(m, system=system, sampling=sampling, quiet=quiet, verbose=verbose)
+    if code:   # Ctrl-C at the prompt: the chat ended as asked, nothing to report but the code
+        sys.exit(code)
+
+
+@app.command()
+def serve(
+    model: Path = typer.Argument(..., help="GGUF model file, plain or packed."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; another than localhost only when asked."),
+    port: int = typer.Option(8080, "--port", min=0, max=65535),
+    api_key: str | None = typer.Option(None, "--api-key", help="Require 'Authorization: Bearer KEY' on the API."),
+    ctx: int = typer.Option(4096, "--ctx", min=64),
+    threads: int | None = _threads_option(),
+) -> None:
+    """Serve MODEL over an OpenAI-compatible API (llama-cpp-python's server), with a chat page at /."""
+    from gguf_runtime.serve import serve as run_server
+
+    typer.echo(f"serving {model.name} on http://{host}:{port}/ (Ctrl-C stops)", err=True)
+    run_server(model, host=host, port=port, n_ctx=ctx, threads=threads, api_key=api_key)
 
 
 @app.command("eval")
