@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..errors import InputError, OutputError, ResourceError
 from ..files import check_free_space, read_json
+from ..gguf_file.layout import tensor_nbytes
 from ..gguf_file.reader import GGUFFile
 from .devices import Device
 from .fit import Plan, model_shape, plan, read_shape
@@ -56,7 +57,6 @@ def _is_gguf(src: Path) -> bool:
 def preset_needs(gguf_src: Path, ctx: int, kv_type: str = "f16", device: Device | None = None,
                  presets: tuple[str, ...] = CANDIDATES) -> dict[str, Plan]:
     """The fit plan of each preset, from the planned tensor types alone (nothing is quantized)."""
-    from ..plan import tensor_nbytes
     from ..requantize import quantize_gguf
 
     f = GGUFFile.open(gguf_src)
@@ -153,7 +153,7 @@ def package(src: str | os.PathLike, dest: str | os.PathLike, *, quant: str | Non
                 from ..convert import convert
 
                 gguf_src = work / "planning-f16.gguf"
-                convert(src, gguf_src, quant="F16", progress=False)
+                convert(src, gguf_src, quant="F16")
         if quant is None and device is not None:
             quant = choose_preset(preset_needs(gguf_src, ctx, kv_type, device), device, ctx)
         elif quant is None and target_size is not None:
@@ -166,11 +166,11 @@ def package(src: str | os.PathLike, dest: str | os.PathLike, *, quant: str | Non
         elif _is_gguf(src):
             from ..requantize import quantize_gguf
 
-            quantize_gguf(src, model, quant, allow_requantize=True, progress=False)
+            quantize_gguf(src, model, quant, allow_requantize=True)
         else:
             from ..convert import convert
 
-            convert(src, model, quant=quant, progress=False)
+            convert(src, model, quant=quant)
             if gguf_src != src:
                 gguf_src.unlink()
         if max_file_size is not None and model.stat().st_size > max_file_size:
