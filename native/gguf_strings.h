@@ -1,7 +1,7 @@
 /* GGUF strings (u64 little-endian length, then the bytes), skimmed without Python objects.
  *
  * A GGUF reader helper, not Huffman coding: it lives in _huffman only because that is the
- * extension gguf_tools/gguf_file/header.py already loads (as _huffman.skip_strings).
+ * extension gguf_tools/gguf_file/reader.py already loads (as _huffman.skip_strings).
  */
 #ifndef GGUF_STRINGS_H
 #define GGUF_STRINGS_H

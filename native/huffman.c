@@ -6,7 +6,7 @@
  *   huffman_decode.h  decode tables, stream and chunk decoding on threads (pool.h)
  *   huffman_index.h   plan(): the index checked and turned into a decode plan in C
  *   huffman_encode.h  encode_chunk() and the encoder's histograms
- *   gguf_strings.h    skip_strings(), a GGUF header helper exported here for gguf_file/header.py
+ *   gguf_strings.h    skip_strings(), a GGUF header helper exported here for gguf_file/reader.py
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -107,6 +107,17 @@ def test_fit_of_a_first_shard_counts_the_whole_split_model(tmp_path):
     assert fit(first, 2048).weights == whole.weights
 
 
+def test_fit_of_a_packed_file_plans_like_its_original_and_says_it_is_packed(tmp_path):
+    import dataclasses
+
+    from gguf_tools.packed import pack
+
+    pack(smollm2_gguf(), tmp_path / "m.ggpk")
+    plain, packed = fit(smollm2_gguf(), 2048), fit(tmp_path / "m.ggpk", 2048)
+    assert packed.packed and not plain.packed
+    assert dataclasses.replace(packed, packed=False) == plain
+
+
 def test_model_refuses_a_context_its_fit_plan_says_the_machine_cannot_hold():
     pytest.importorskip("llama_cpp")
     from gguf_runtime import Model

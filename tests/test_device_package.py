@@ -11,11 +11,11 @@ from conftest import CACHE, smollm2_gguf
 
 from gguf_tools.device.devices import device
 from gguf_tools.device.fit import fit
-from gguf_tools.device.gguf import read_gguf
 from gguf_tools.device.package import install, package, preset_needs
 from gguf_tools.device.split import merge
 from gguf_tools.device.verify import verify
 from gguf_tools.errors import InputError
+from gguf_tools.gguf_file.reader import GGUFFile
 
 MB, MiB = 10**6, 1 << 20
 
@@ -77,7 +77,7 @@ def test_package_for_a_device_picks_the_best_preset_that_fits_and_its_file_fits(
     assert r.quant == "Q4_K_M" and r.plan.verdict == "fits"
     (model,) = r.files
     assert fit(model, 512, budget=budget).verdict == "fits"
-    assert read_gguf(model).metadata["general.file_type"] == 15   # llama.cpp's MOSTLY_Q4_K_M
+    assert GGUFFile.open(model).get("general.file_type") == 15   # llama.cpp's MOSTLY_Q4_K_M
 
 
 def test_install_checks_every_sha256_and_copies_atomically(tmp_path):
@@ -115,9 +115,9 @@ def test_package_from_a_hugging_face_checkpoint_for_a_device_plans_then_converts
     assert r.quant == "Q8_0" and r.plan.verdict == "fits"
     assert sorted(p.name for p in (tmp_path / "pkg").iterdir()) == ["README.md", "manifest.json", "smollm2-Q8_0.gguf"]
     assert verify(tmp_path / "pkg").ok
-    meta = read_gguf(tmp_path / "pkg" / "smollm2-Q8_0.gguf").metadata   # provenance from the model card
-    assert meta["general.license"] == "apache-2.0" and meta["general.tags"] == ["edge", "tiny"]
-    assert meta["general.base_model.0.repo_url"] == "https://huggingface.co/HuggingFaceTB/SmolLM2-135M"
-    assert meta["general.size_label"]
+    meta = GGUFFile.open(tmp_path / "pkg" / "smollm2-Q8_0.gguf")   # provenance from the model card
+    assert meta.get("general.license") == "apache-2.0" and meta.get("general.tags") == ["edge", "tiny"]
+    assert meta.get("general.base_model.0.repo_url") == "https://huggingface.co/HuggingFaceTB/SmolLM2-135M"
+    assert meta.get("general.size_label")
     card = (tmp_path / "pkg" / "README.md").read_text()
     assert 'base_model: "HuggingFaceTB/SmolLM2-135M"' in card and 'tags: [gguf, "edge", "tiny"]' in card

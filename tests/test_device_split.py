@@ -9,9 +9,9 @@ import sys
 import pytest
 from conftest import gemma3_gguf, smollm2_gguf
 
-from gguf_tools.device.gguf import read_gguf
 from gguf_tools.device.split import merge, split
 from gguf_tools.errors import InputError
+from gguf_tools.gguf_file.reader import GGUFFile
 
 MB = 10**6
 
@@ -23,11 +23,11 @@ def _sha(path) -> str:
 def test_split_writes_llama_cpp_shards_that_llama_cpp_python_loads_from_the_first(tmp_path):
     names = split(smollm2_gguf(), 40 * MB, tmp_path, "smol")
     assert [n.name for n in names] == [f"smol-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
-    total = sum(len(read_gguf(n).tensors) for n in names)
+    total = sum(len(GGUFFile.open(n).tensors) for n in names)
     for i, n in enumerate(names):
         assert n.stat().st_size <= 40 * MB
-        meta = read_gguf(n).metadata
-        assert (meta["split.no"], meta["split.count"], meta["split.tensors.count"]) == (i, 3, total)
+        meta = GGUFFile.open(n)
+        assert (meta.get("split.no"), meta.get("split.count"), meta.get("split.tensors.count")) == (i, 3, total)
     import llama_cpp
 
     llm = llama_cpp.Llama(str(names[0]), n_ctx=256, n_threads=2, verbose=False)

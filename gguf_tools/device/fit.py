@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..errors import InputError
-from .gguf import GGUFView, read_gguf
+from ..gguf_file.reader import GGUFFile
 
 MiB = 1 << 20
 PROCESS_BASE = 45 * MiB
@@ -88,8 +88,8 @@ class Plan:
         return asdict(self)
 
 
-def _int(meta: dict, key: str, default: int | None = None) -> int:
-    value = meta.get(key, default)
+def _int(f: GGUFFile, key: str, default: int | None = None) -> int:
+    value = f.get(key, default)
     if value is None:
         raise InputError(f"GGUF header has no {key}")
     if isinstance(value, list):
@@ -97,57 +97,53 @@ def _int(meta: dict, key: str, default: int | None = None) -> int:
     return int(value)
 
 
-def model_shape(view: GGUFView, file_size: int) -> ModelShape:
-    """The shape facts of a parsed header (``read_gguf(..., values=True)`` for per-layer arrays)."""
-    meta = view.metadata
-    arch = str(meta.get("general.architecture", ""))
+def model_shape(f: GGUFFile, file_size: int) -> ModelShape:
+    """The shape facts of a parsed header; only the keys read here are decoded."""
+    arch = str(f.get("general.architecture", ""))
     if not arch:
         raise InputError("GGUF header has no general.architecture")
-    n_layer = _int(meta, f"{arch}.block_count")
-    n_embd = _int(meta, f"{arch}.embedding_length")
-    ff = meta.get(f"{arch}.feed_forward_length", 4 * n_embd)
+    n_layer = _int(f, f"{arch}.block_count")
+    n_embd = _int(f, f"{arch}.embedding_length")
+    ff = f.get(f"{arch}.feed_forward_length", 4 * n_embd)
     n_ff = max(ff) if isinstance(ff, list) else int(ff)
-    heads = meta.get(f"{arch}.attention.head_count", 1)
+    heads = f.get(f"{arch}.attention.head_count", 1)
     n_head = max(heads) if isinstance(heads, list) else int(heads)
-    kv = meta.get(f"{arch}.attention.head_count_kv", heads)
+    kv = f.get(f"{arch}.attention.head_count_kv", heads)
     n_head_kv = tuple(int(h) for h in kv) if isinstance(kv, list) else (int(kv),) * n_layer
     if len(n_head_kv) != n_layer:
         raise InputError(f"{arch}.attention.head_count_kv has {len(n_head_kv)} entries for {n_layer} layers")
-    k_dim = _int(meta, f"{arch}.attention.key_length", n_embd // max(n_head, 1))
-    v_dim = _int(meta, f"{arch}.attention.value_length", k_dim)
-    embd = next((t for t in view.tensors if t.name == "token_embd.weight"), None)
-    n_vocab = int(meta.get(f"{arch}.vocab_size") or (embd.shape[1] if embd and len(embd.shape) > 1 else 0))
-    n_ctx_train = _int(meta, f"{arch}.context_length", 2048)
+    k_dim = _int(f, f"{arch}.attention.key_length", n_embd // max(n_head, 1))
+    v_dim = _int(f, f"{arch}.attention.value_length", k_dim)
+    embd = next((t for t in f.tensors if t.name == "token_embd.weight"), None)
+    n_vocab = int(f.get(f"{arch}.vocab_size") or (embd.shape[1] if embd and len(embd.shape) > 1 else 0))
+    n_ctx_train = _int(f, f"{arch}.context_length", 2048)
     n_swa, swa = 0, (False,) * n_layer
     if arch in SWA_ARCHS:
         period, dense_first, default_window = SWA_ARCHS[arch]
-        n_swa = int(meta.get(f"{arch}.attention.sliding_window", default_window) or 0)
-        pattern = meta.get(f"{arch}.attention.sliding_window_pattern", period)
+        n_swa = int(f.get(f"{arch}.attention.sliding_window", default_window) or 0)
+        pattern = f.get(f"{arch}.attention.sliding_window_pattern", period)
         if n_swa and isinstance(pattern, list):
             swa = tuple(bool(p) for p in pattern[:n_layer]) + (False,) * max(0, n_layer - len(pattern))
         elif n_swa:
             p = int(pattern)
             swa = tuple(p == 0 or (il % p != 0 if dense_first else il % p < p - 1) for il in range(n_layer))
-    weight_bytes = max(0, file_size - view.data_offset)
-    has_output = any(t.name == "output.weight" for t in view.tensors)
-    skipped = (embd.nbytes or 0) if embd is not None and has_output else 0
+    weight_bytes = max(0, file_size - f.data_offset)
+    has_output = any(t.name == "output.weight" for t in f.tensors)
+    skipped = embd.nbytes if embd is not None and has_output else 0
     return ModelShape(arch, n_layer, n_embd, n_ff, n_head, n_head_kv, k_dim, v_dim, n_vocab, n_ctx_train,
                       n_swa, swa, weight_bytes, max(0, weight_bytes - skipped))
 
 
 def read_shape(path: str | os.PathLike) -> ModelShape:
-    """The shape of a GGUF file on disk; scalars only unless the model has per-layer arrays.
+    """The shape of a GGUF file on disk; only the keys it needs are decoded (never the vocabulary).
     The first shard of a split model stands for the whole: the other shards' tensor bytes are added."""
     path = Path(path)
-    view = read_gguf(path, values=False)
-    arch = str(view.metadata.get("general.architecture", ""))
-    if arch in SWA_ARCHS or f"{arch}.attention.head_count_kv" not in view.metadata:
-        view = read_gguf(path, values=True)
-    shape = model_shape(view, path.stat().st_size)
-    if int(view.metadata.get("split.count", 1) or 1) > 1:
+    f = GGUFFile.open(path)
+    shape = model_shape(f, path.stat().st_size)
+    if int(f.get("split.count", 1) or 1) > 1:
         from .split import shard_paths
 
-        rest = sum(p.stat().st_size - read_gguf(p, values=False).data_offset for p in shard_paths(path)[1:])
+        rest = sum(p.stat().st_size - GGUFFile.open(p).data_offset for p in shard_paths(path)[1:])
         shape = replace(shape, weight_bytes=shape.weight_bytes + rest, read_per_token=shape.read_per_token + rest)
     return shape
 

@@ -14,10 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import gguf
+
 from .. import __version__
 from ..errors import UnsupportedError
-from .gguf import GGUFView, read_gguf
-from .split import _CHUNK, _mapped
+from ..gguf_file.reader import GGUFFile
+from .split import _CHUNK
 
 SCHEMA = 1
 _SPLIT_PREFIX = "split."
@@ -49,23 +51,16 @@ def file_digest(path: Path, algo: str) -> str:
     return h.hexdigest()
 
 
-def tensor_lines(path: Path, view: GGUFView, algo: str, name: str) -> list[str]:
+def tensor_lines(f: GGUFFile, algo: str, name: str) -> list[str]:
     new = hasher(algo)
-    lines = []
-    with _mapped(path) as mm:
-        for t in view.tensors:
-            start, n = view.data_offset + t.offset, t.nbytes or 0
-            h = new()
-            for pos in range(start, min(start + n, len(mm)), _CHUNK):
-                h.update(mm[pos:min(start + n, pos + _CHUNK)])
-            lines.append(hash_line(algo, h.hexdigest(), name, t.name))
-    return lines
+    return [hash_line(algo, new(f.data(t)).hexdigest(), name, t.name) for t in f.tensors]
 
 
-def key_digests(view: GGUFView) -> dict[str, str]:
+def key_digests(f: GGUFFile) -> dict[str, str]:
     """sha256 of each key's type ids and value, as canonical JSON."""
-    return {k: hashlib.sha256(json.dumps([view.value_types.get(k), v], sort_keys=True, ensure_ascii=False)
-                              .encode("utf-8")).hexdigest() for k, v in view.metadata.items()}
+    return {k: hashlib.sha256(json.dumps([[int(t) for t in field.types], f.get(k)], sort_keys=True,
+                                         ensure_ascii=False).encode("utf-8")).hexdigest()
+            for k, field in f.fields.items()}
 
 
 def metadata_digest(digests: dict[str, str]) -> str:
@@ -74,8 +69,10 @@ def metadata_digest(digests: dict[str, str]) -> str:
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
-def identity(meta: dict) -> dict:
-    return {k: v for k, v in meta.items() if k.startswith("general.") and not isinstance(v, list)}
+def identity(f: GGUFFile) -> dict:
+    """The model's general.* scalars: name, license, provenance."""
+    return {k: f.get(k) for k, field in f.fields.items()
+            if k.startswith("general.") and field.types[0] != gguf.GGUFValueType.ARRAY}
 
 
 def has_xxhash() -> bool:
@@ -99,27 +96,26 @@ def build_manifest(directory: Path, files: list[Path], *, algo: str = "sha256", 
     """The manifest of ``files`` (paths inside ``directory``; GGUF shards in order). Files also get an
     xxh64 digest when the xxhash package is there, for ``verify --fast``."""
     entries, tensors, metadata = [], [], {}
-    head: GGUFView | None = None
+    head: GGUFFile | None = None
     for path in files:
         rel = path.relative_to(directory).as_posix()
         entry = file_entry(directory, path, algo)
         if path.suffix == ".gguf":
-            view = read_gguf(path)
-            head = head or view
-            if "split.no" in view.metadata:
-                entry["shard"] = int(view.metadata["split.no"]) + 1
-                entry["shards"] = int(view.metadata.get("split.count", 0))
-            tensors += tensor_lines(path, view, algo, rel)
-            metadata[rel] = key_digests(view)
+            f = GGUFFile.open(path)
+            head = head or f
+            if "split.no" in f.fields:
+                entry["shard"] = int(f.get("split.no")) + 1
+                entry["shards"] = int(f.get("split.count", 0))
+            tensors += tensor_lines(f, algo, rel)
+            metadata[rel] = key_digests(f)
         entries.append(entry)
-    meta = head.metadata if head else {}
-    template = meta.get("tokenizer.chat_template")
+    template = head.get("tokenizer.chat_template") if head else None
     first = next(iter(metadata.values()), {})
     return {
         "schema": SCHEMA,
         "tool": f"gguf-tools {__version__}",
         "hash": algo,
-        "identity": identity(meta),
+        "identity": identity(head) if head else {},
         "files": entries,
         "tensors": tensors,
         "metadata_sha256": metadata_digest(first),

@@ -21,9 +21,10 @@ from pathlib import Path
 
 from ..errors import InputError, OutputError, ResourceError
 from ..files import check_free_space, read_json
+from ..gguf_file.layout import tensor_nbytes
+from ..gguf_file.reader import GGUFFile
 from .devices import Device
 from .fit import Plan, model_shape, plan, read_shape
-from .gguf import read_gguf
 from .manifest import build_manifest, file_entry, gguf_files, identity, write_manifest
 from .split import _CHUNK, split
 
@@ -56,16 +57,15 @@ def _is_gguf(src: Path) -> bool:
 def preset_needs(gguf_src: Path, ctx: int, kv_type: str = "f16", device: Device | None = None,
                  presets: tuple[str, ...] = CANDIDATES) -> dict[str, Plan]:
     """The fit plan of each preset, from the planned tensor types alone (nothing is quantized)."""
-    from ..plan import tensor_nbytes
     from ..requantize import quantize_gguf
 
-    view = read_gguf(gguf_src)
-    shape = model_shape(view, gguf_src.stat().st_size)
-    shapes = {t.name: t.shape for t in view.tensors}
+    f = GGUFFile.open(gguf_src)
+    shape = model_shape(f, gguf_src.stat().st_size)
+    shapes = {t.name: t.shape for t in f.tensors}
     out = {}
     for p in presets:
         types = quantize_gguf(gguf_src, None, p, allow_requantize=True).plan
-        sizes = {n: -(-tensor_nbytes(shapes[n], q) // view.alignment) * view.alignment
+        sizes = {n: -(-tensor_nbytes(shapes[n], q) // f.alignment) * f.alignment
                  for n, q in types.items()}
         weights = sum(sizes.values())
         embd = sizes.get("token_embd.weight", 0) if "output.weight" in sizes else 0
@@ -94,13 +94,13 @@ def choose_by_size(needs: dict[str, Plan], target: int) -> str:
     raise ResourceError(f"no preset is under {target} bytes: the smallest, {smallest}, is {needs[smallest].weights}")
 
 
-def model_card(meta: dict, memory: list[tuple[int, Plan]], quant: str | None, files: list[str]) -> str:
+def model_card(meta: GGUFFile, memory: list[tuple[int, Plan]], quant: str | None, files: list[str]) -> str:
     """README.md with Hugging Face front matter, repeating the GGUF's provenance keys."""
     org, base = meta.get("general.base_model.0.organization"), meta.get("general.base_model.0.name")
     base = f"{org}/{base}" if org and base else base or meta.get("general.basename") or meta.get("general.name", "")
     front = ["---", f"base_model: {json.dumps(str(base))}"]
-    if meta.get("general.license"):
-        front.append(f"license: {json.dumps(str(meta['general.license']))}")
+    if license_ := meta.get("general.license"):
+        front.append(f"license: {json.dumps(str(license_))}")
     tags = ["gguf"] + [str(t) for t in meta.get("general.tags") or [] if str(t) != "gguf"]
     front += ["quantized_by: gguf-tools", f"tags: [{', '.join(json.dumps(t) if t != 'gguf' else t for t in tags)}]",
               "---", ""]
@@ -153,7 +153,7 @@ def package(src: str | os.PathLike, dest: str | os.PathLike, *, quant: str | Non
                 from ..convert import convert
 
                 gguf_src = work / "planning-f16.gguf"
-                convert(src, gguf_src, quant="F16", progress=False)
+                convert(src, gguf_src, quant="F16")
         if quant is None and device is not None:
             quant = choose_preset(preset_needs(gguf_src, ctx, kv_type, device), device, ctx)
         elif quant is None and target_size is not None:
@@ -166,11 +166,11 @@ def package(src: str | os.PathLike, dest: str | os.PathLike, *, quant: str | Non
         elif _is_gguf(src):
             from ..requantize import quantize_gguf
 
-            quantize_gguf(src, model, quant, allow_requantize=True, progress=False)
+            quantize_gguf(src, model, quant, allow_requantize=True)
         else:
             from ..convert import convert
 
-            convert(src, model, quant=quant, progress=False)
+            convert(src, model, quant=quant)
             if gguf_src != src:
                 gguf_src.unlink()
         if max_file_size is not None and model.stat().st_size > max_file_size:
@@ -185,7 +185,7 @@ def package(src: str | os.PathLike, dest: str | os.PathLike, *, quant: str | Non
                                 f" {device.budget / MiB:.0f} MiB")
         smoke_result = smoke(files[0]) if smoke else None
         memory = [(c, plan(shape, c, "f16")) for c in CARD_CONTEXTS if c <= max(shape.n_ctx_train, 512)]
-        meta = read_gguf(files[0]).metadata
+        meta = GGUFFile.open(files[0])
         m = build_manifest(work, files, plan={"device": device.name if device else None, **chosen.as_dict()},
                            smoke=smoke_result)
         m["identity"] = identity(meta)

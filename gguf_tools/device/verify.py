@@ -1,7 +1,8 @@
 """verify: check a directory or file against its manifest and name exactly what differs.
 
 Each file is hashed once; only a file that fails is opened further, to name the tensors and
-metadata keys that changed (or to say the header is damaged beyond reading).
+metadata keys that changed (or to say the file is damaged beyond reading: a bad header, or
+tensor data cut short).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from ..errors import GGUFToolsError, InputError
 from ..files import read_json
-from .gguf import read_gguf
+from ..gguf_file.reader import GGUFFile
 from .manifest import SCHEMA, file_digest, key_digests, tensor_lines
 
 
@@ -66,12 +67,12 @@ def verify(target: str | os.PathLike, manifest: str | os.PathLike | None = None,
 
 def _explain(path: Path, rel: str, m: dict, algo: str) -> list[str]:
     try:
-        view = read_gguf(path)
+        f = GGUFFile.open(path, values="all")
     except GGUFToolsError as err:
-        return [f"{rel}: header unreadable ({err})"]
+        return [f"{rel}: unreadable ({err})"]
     out = []
     want_keys = m.get("metadata", {}).get(rel, {})
-    have_keys = key_digests(view)
+    have_keys = key_digests(f)
     for k in sorted(set(want_keys) | set(have_keys)):
         if k not in have_keys:
             out.append(f"{rel}: metadata key {k} removed")
@@ -80,7 +81,7 @@ def _explain(path: Path, rel: str, m: dict, algo: str) -> list[str]:
         elif want_keys[k] != have_keys[k]:
             out.append(f"{rel}: metadata key {k} changed")
     want = {line.rsplit(":", 1)[-1]: line for line in m.get("tensors", []) if line.split("  ")[-1].startswith(rel + ":")}
-    for line in tensor_lines(path, view, algo, rel):
+    for line in tensor_lines(f, algo, rel):
         name = line.rsplit(":", 1)[-1]
         if name not in want:
             out.append(f"{rel}: tensor {name} not in the manifest")
