@@ -77,7 +77,7 @@ def test_every_key_llama_cpp_writes_is_written_with_the_same_value(case, tmp_pat
     root = tmp_path_factory.getbasetemp() / "parity"
     src = build_tiny_model(case, root)
     ours, theirs = root / f"{case}.gguf-tools.gguf", root / f"{case}.llama-cpp.gguf"
-    convert(src, ours, quant="F32", progress=False)
+    convert(src, ours, quant="F32")
     _llama_cpp_convert(src, theirs)
     (meta_o, tensors_o), (meta_t, tensors_t) = _contents(ours), _contents(theirs)
     assert differences(meta_o, meta_t) == []
