@@ -13,9 +13,9 @@ from importlib import resources
 from pathlib import Path
 
 from gguf_tools.errors import InputError, ResourceError
+from gguf_tools.system import check_threads
 
 from .llama_load import llama_source
-from .model import default_threads
 
 CHECKED_PATHS = ("/v1/chat/completions", "/v1/completions")
 MAX_BODY_BYTES = 32 * 2**20
@@ -126,7 +126,7 @@ def serve(path: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8080,
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such model file")
-    threads = threads or default_threads()
+    threads = check_threads(threads)
     with llama_source(path, threads=threads) as source:
         if source.ready is not None:
             source.ready()

@@ -578,7 +578,8 @@ def test_export_refuses_broken_or_unsupported_gguf_metadata(tmp_path, kv, error,
 
 
 def test_export_of_a_small_sentencepiece_vocabulary_round_trips(tmp_path):
-    """A hand-made SentencePiece vocabulary: pieces, scores, types and flags survive GGUF -> HF -> GGUF."""
+    """A hand-made SentencePiece vocabulary: pieces, scores, types and flags survive GGUF -> HF -> GGUF,
+    except that the special pieces come back as llama.cpp's converter writes added tokens (CONTROL, -1000)."""
     from gguf_tools.export.tokenizer import export_tokenizer
 
     pieces = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + [
@@ -597,7 +598,9 @@ def test_export_of_a_small_sentencepiece_vocabulary_round_trips(tmp_path):
     assert export_tokenizer(reader, out) == {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": None,
                                              "vocab_size": len(pieces)}
     spec = load_tokenizer(out, {"vocab_size": len(pieces)})
-    assert (spec.tokens, spec.token_types, spec.scores) == (pieces, types, scores)
+    control, pad = gguf.TokenType.CONTROL, -1000.0
+    assert (spec.tokens, spec.token_types) == (pieces, [control] * 3 + types[3:])
+    assert spec.scores == [pad] * 3 + scores[3:-1] + [pad]  # <tool> is an added token too
     assert (spec.add_space_prefix, spec.add_bos, spec.chat_template) == (True, True, "{{ x }}")
     transformers = pytest.importorskip("transformers")
     tok = transformers.AutoTokenizer.from_pretrained(out)
