@@ -22,9 +22,25 @@ COMMANDS = {
     "imatrix": ["m.gguf", "--text", "t.txt", "-o", "i.gguf"],
     "pack": ["m.gguf"],
     "unpack": ["m.ggpk"],
+    "serve": ["m.gguf"],
+    "fit": ["m.gguf"],
+    "split": ["m.gguf", "--max-size", "1GB"],
+    "merge": ["m-00001-of-00002.gguf", "-o", "m.gguf"],
+    "manifest": ["pkg"],
+    "verify": ["pkg"],
+    "package": ["model-dir", "-o", "pkg"],
+    "install": ["pkg", "--to", "dest"],
     "doctor": [],
 }
 NEEDS_AN_ARGUMENT = [c for c, args in COMMANDS.items() if args]
+
+
+def test_every_command_is_in_this_contract():
+    from typer.main import get_command
+
+    from gguf_tools.cli import app
+
+    assert set(get_command(app).commands) == set(COMMANDS)
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
