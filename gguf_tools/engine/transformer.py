@@ -69,14 +69,7 @@ def read_config(f: GGUFFile) -> Config:
         names = ", ".join(f.name for f in families())
         raise UnsupportedError(f"the reference engine runs {names}; this model is {arch!r}")
 
-    def g(key: str, default=None):
-        return f.get(key.format(arch=arch), default)
-
-    def need(key: str) -> int:
-        v = g(key)
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise InputError(f"{f.what}: {key.format(arch=arch)} must be a positive integer, got {v!r}")
-        return v
+    g, need = f.arch_get, f.positive_int
 
     n_embd, n_head = need(K.LLM.EMBEDDING_LENGTH), need(K.Attention.HEAD_COUNT)
     n_layer = need(K.LLM.BLOCK_COUNT)

@@ -12,7 +12,7 @@ import gguf
 import numpy as np
 
 from ..engine.kernels import dequantize
-from ..errors import InputError, UnsupportedError
+from ..errors import UnsupportedError
 from ..files import atomic_output
 from ..gguf_file.layout import numpy_shape
 from ..gguf_file.reader import GGUFFile, TensorInfo
@@ -58,14 +58,7 @@ def hf_name(gguf_name: str, family: Family) -> str:
 def export_config(f: GGUFFile, family: Family, token_ids: dict) -> dict:
     arch = family.name
 
-    def g(key: str, default=None):
-        return f.get(key.format(arch=arch), default)
-
-    def need(key: str) -> int:
-        v = g(key)
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise InputError(f"{f.what}: {key.format(arch=arch)} must be a positive integer, got {v!r}")
-        return v
+    g, need = f.arch_get, f.positive_int
 
     n_embd, n_head = need(K.LLM.EMBEDDING_LENGTH), need(K.Attention.HEAD_COUNT)
     head_dim = int(g(K.Attention.KEY_LENGTH, n_embd // n_head))

@@ -340,6 +340,17 @@ class GGUFFile:
             raise InputError(f"{self.what}: no {gguf.Keys.General.ARCHITECTURE}")
         return arch
 
+    def arch_get(self, key: str, default: Any = None) -> Any:
+        """A per-architecture key (a ``gguf.Keys.LLM``/``Attention``/``Rope`` template) of this model."""
+        return self.get(key.format(arch=self.architecture), default)
+
+    def positive_int(self, key: str) -> int:
+        """A required count or width (layers, heads, embedding length): one InputError naming the key if not."""
+        v = self.arch_get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise InputError(f"{self.what}: {key.format(arch=self.architecture)} must be a positive integer, got {v!r}")
+        return v
+
     def data(self, t: TensorInfo) -> np.ndarray:
         """A tensor's bytes as a view of the map: float32 / float16 values in numpy order for those
         types, else uint8 rows (rows, row bytes)."""
