@@ -17,7 +17,9 @@ from gguf_tools.errors import InputError
 MiB = 1 << 20
 
 # A subprocess: load with llama-cpp-python as Model does, generate one token, report peak RSS (psutil
-# for the current RSS, getrusage for the high-water mark) and llama.cpp's own KV buffer sizes.
+# for the current RSS, VmHWM for the high-water mark) and llama.cpp's own KV buffer sizes. VmHWM belongs
+# to the new interpreter's address space; ru_maxrss would also count the pages of the large test
+# process that forked it.
 _MEASURE = textwrap.dedent("""
     import json, resource, sys
     import llama_cpp, psutil
@@ -27,7 +29,11 @@ _MEASURE = textwrap.dedent("""
     tokens = llm.tokenize(b"<|im_start|>user\\nWhat is the capital of France?<|im_end|>\\n", add_bos=True)
     next(iter(llm.generate(tokens, top_k=1, temp=0.0)))
     rss = psutil.Process().memory_info().rss
-    peak = max(rss, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    try:
+        hwm = int([ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")][0].split()[1]) * 1024
+    except OSError:  # no /proc (macOS): the rusage high-water mark, in bytes there
+        hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = max(rss, hwm)
     print(json.dumps({"peak": peak}))
 """)
 
