@@ -7,22 +7,14 @@ from pathlib import Path
 
 import psutil
 
-from gguf_tools.device.fit import Plan, model_shape, plan, read_shape
+from gguf_tools.device.fit import fit
 from gguf_tools.errors import InputError, ResourceError
 from gguf_tools.gguf_file.reader import GGUFFile, adds_bos
-from gguf_tools.packed import is_packed, read_packed_header
+from gguf_tools.packed import is_packed
 from gguf_tools.system import check_threads
 
 from .chat_template import FALLBACK, render
 from .llama_load import LlamaSource, llama_source, new_llama
-
-
-def memory_plan(path: Path, n_ctx: int) -> Plan:
-    """gguf_tools' fit plan for this load (f16 KV cache, llama.cpp's full-size SWA cache), from the header."""
-    if is_packed(path):
-        header = read_packed_header(path)
-        return plan(model_shape(header.gguf, header.original_size), n_ctx, packed=True)
-    return plan(read_shape(path), n_ctx)
 
 
 class Model:
@@ -48,7 +40,7 @@ class Model:
     def _load(self, source: LlamaSource, n_ctx: int, seed: int) -> None:
         f = GGUFFile.open(Path(source.path), values="scalars", what=str(self.path))   # checked before llama.cpp reads it
         self._add_bos = adds_bos(f)
-        p = memory_plan(self.path, n_ctx)
+        p = fit(self.path, n_ctx)   # f16 KV cache, llama.cpp's full-size SWA cache, from the header
         need, avail = p.total, psutil.virtual_memory().available
         if source.path.startswith("/proc/self/fd/"):  # decoding into a memfd: counted as used once written
             need -= p.weights
