@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from plan_fixtures import source_gguf
+from conftest import smollm2_gguf
 
 from gguf_runtime import Model
 from gguf_runtime.chat import ChatSession, read_transcript, sampling_for
@@ -30,10 +30,7 @@ LONG = [
 
 @pytest.fixture(scope="module")
 def smollm2():
-    try:
-        path = source_gguf("smollm2")
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
+    path = smollm2_gguf()
     return Model(path, n_ctx=1024, threads=1)
 
 
@@ -104,7 +101,7 @@ def _spawn(tmp_path: Path, *args: str):
     pexpect = pytest.importorskip("pexpect")
     env = dict(os.environ, PYTHONPATH=str(ROOT), XDG_STATE_HOME=str(tmp_path / "state"), TERM="xterm",
                PROMPT_TOOLKIT_NO_CPR="1")
-    child = pexpect.spawn(sys.executable, ["-m", "gguf_tools.cli", "chat", str(source_gguf("smollm2")),
+    child = pexpect.spawn(sys.executable, ["-m", "gguf_tools.cli", "chat", str(smollm2_gguf()),
                                            "--ctx", "256", "--temp", "0", "--threads", "1", *args],
                           env=env, cwd=str(tmp_path), timeout=120, encoding="utf-8", dimensions=(40, 200))
     child.logfile_read = open(tmp_path / f"screen-{len(list(tmp_path.glob('screen-*')))}.txt", "w")  # noqa: SIM115
@@ -188,7 +185,7 @@ def test_piped_questions_are_answered_and_the_transcript_is_json(tmp_path):
     import subprocess
 
     proc = subprocess.run(
-        [sys.executable, "-m", "gguf_tools.cli", "chat", str(source_gguf("smollm2")), "--temp", "0",
+        [sys.executable, "-m", "gguf_tools.cli", "chat", str(smollm2_gguf()), "--temp", "0",
          "--max-tokens", "8", "--ctx", "256", "--threads", "1", "--quiet"],
         input="What is 2 + 2?\n\n/save t.json\n", capture_output=True, text=True, timeout=300, cwd=tmp_path,
         env=dict(os.environ, PYTHONPATH=str(ROOT)),

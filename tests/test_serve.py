@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from plan_fixtures import source_gguf
+from conftest import smollm2_gguf
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is not installed")
@@ -57,10 +57,7 @@ def _stop(proc) -> None:
 
 @pytest.fixture(scope="module")
 def server():
-    try:
-        model = source_gguf("smollm2")
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
+    model = smollm2_gguf()
     url, proc = _start(model)
     yield url, model.name, proc
     _stop(proc)
@@ -70,7 +67,7 @@ def test_a_packed_file_is_served_under_its_own_name_and_an_api_key_is_required_w
     from gguf_tools.cli import main
 
     packed = tmp_path / "smol.ggpk"
-    assert main(["pack", str(source_gguf("smollm2")), "-o", str(packed), "--threads", "2"]) == 0
+    assert main(["pack", str(smollm2_gguf()), "-o", str(packed), "--threads", "2"]) == 0
     key = {"Authorization": "Bearer s3cret"}
     url, proc = _start(packed, "--api-key", "s3cret", headers=key)
     try:
