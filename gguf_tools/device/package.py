@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import gguf
+
 from ..errors import InputError, OutputError, ResourceError
 from ..files import check_free_space, read_json
 from ..gguf_file.layout import tensor_nbytes
@@ -65,7 +67,7 @@ def preset_needs(gguf_src: Path, ctx: int, kv_type: str = "f16", device: Device 
     out = {}
     for p in presets:
         types = quantize_gguf(gguf_src, None, p, allow_requantize=True).plan
-        sizes = {n: -(-tensor_nbytes(shapes[n], q) // f.alignment) * f.alignment
+        sizes = {n: gguf.GGUFWriter.ggml_pad(tensor_nbytes(shapes[n], q), f.alignment)
                  for n, q in types.items()}
         weights = sum(sizes.values())
         embd = sizes.get("token_embd.weight", 0) if "output.weight" in sizes else 0

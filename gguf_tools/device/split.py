@@ -53,17 +53,13 @@ def _header(version: int, kvs: list[KV], tensors: list[TensorInfo], alignment: i
         offsets.append(pos)
         out += [_string(t.name), struct.pack("<I", len(t.shape)), struct.pack(f"<{len(t.shape)}Q", *t.shape),
                 struct.pack("<IQ", t.ggml_type, pos)]
-        pos += _pad(t.nbytes, alignment)
+        pos += gguf.GGUFWriter.ggml_pad(t.nbytes, alignment)
     head = b"".join(out)
-    return head + b"\0" * (_pad(len(head), alignment) - len(head)), offsets
+    return head + b"\0" * (gguf.GGUFWriter.ggml_pad(len(head), alignment) - len(head)), offsets
 
 
 def _encode_kvs(kvs: list[KV]) -> bytes:
     return b"".join(_string(k) + raw for k, raw in kvs)
-
-
-def _pad(n: int, alignment: int) -> int:
-    return -(-n // alignment) * alignment
 
 
 def _kvs(f: GGUFFile) -> list[KV]:
@@ -98,8 +94,8 @@ def plan_split(f: GGUFFile, max_size: int, sha256: str, what: str) -> list[_Shar
 
     def size(tensors: list[TensorInfo], first: bool) -> int:
         infos = sum(8 + len(t.name.encode("utf-8")) + 4 + 8 * len(t.shape) + 12 for t in tensors)
-        data = sum(_pad(t.nbytes, f.alignment) for t in tensors)
-        return _pad(24 + kv_size[not first] + infos, f.alignment) + data
+        data = sum(gguf.GGUFWriter.ggml_pad(t.nbytes, f.alignment) for t in tensors)
+        return gguf.GGUFWriter.ggml_pad(24 + kv_size[not first] + infos, f.alignment) + data
 
     groups: list[list[TensorInfo]] = [[]]
     for t in f.tensors:
@@ -114,7 +110,7 @@ def plan_split(f: GGUFFile, max_size: int, sha256: str, what: str) -> list[_Shar
     shards = []
     for i, g in enumerate(groups):
         header, offsets = _header(f.version, _shard_kvs(f, i == 0, sha256, i, count), g, f.alignment)
-        shards.append(_Shard(g, header, offsets, len(header) + sum(_pad(t.nbytes, f.alignment) for t in g)))
+        shards.append(_Shard(g, header, offsets, len(header) + sum(gguf.GGUFWriter.ggml_pad(t.nbytes, f.alignment) for t in g)))
     return shards
 
 
@@ -127,7 +123,7 @@ def _write_data(out, f: GGUFFile, tensors: list[TensorInfo]) -> None:
     """The tensors' bytes (views of ``f``'s map, checked in range when it was read), each padded."""
     for t in tensors:
         out.write(f.data(t))
-        out.write(b"\0" * (_pad(t.nbytes, f.alignment) - t.nbytes))
+        out.write(b"\0" * (gguf.GGUFWriter.ggml_pad(t.nbytes, f.alignment) - t.nbytes))
 
 
 def split(path: str | os.PathLike, max_size: int, out_dir: str | os.PathLike | None = None,
@@ -194,7 +190,7 @@ def merge(first: str | os.PathLike, dest: str | os.PathLike, *, overwrite: bool 
                          f" {len(tensors)} tensors")
     kvs = [kv for kv in _kvs(head) if kv[0] not in _SPLIT_KEYS]
     header, _ = _header(head.version, kvs, tensors, head.alignment)
-    size = len(header) + sum(_pad(t.nbytes, head.alignment) for t in tensors)
+    size = len(header) + sum(gguf.GGUFWriter.ggml_pad(t.nbytes, head.alignment) for t in tensors)
     dest = Path(dest)
     with atomic_output(dest, overwrite=overwrite, needed=size) as tmp:
         with open(tmp, "wb") as fh:
