@@ -1,8 +1,12 @@
-/* arm64 NEON path. NEON is part of the arm64 baseline, so no target attributes are needed.
+/* arm64 NEON paths. NEON is part of the arm64 baseline, so the plain level needs no target
+ * attributes; the neon_dotprod level compiles the same kernels (kernels_neon_impl.h) with SDOT,
+ * under a per-function target attribute, and runs only where simd.h's probe found it.
  *
- * Kept deliberately simple (it cannot be exercised on the x86 build machines): float weights get
- * explicit NEON FMA loops; the quantized types use the portable integer kernels, which compilers
- * vectorize with NEON widening multiply-accumulates at -O3.
+ * Float weights get NEON FMA loops (shared by both levels). The quantized types multiply int8
+ * activations (quantized per block as on x86) with the unpacked weights: 16 products at a time,
+ * either by one SDOT (vdotq_s32) or by a widening multiply and multiply-accumulate (vmull_s8,
+ * vmlal_high_s8: two products of at most 128 * 127 fit int16) then a pairwise add into int32
+ * (vpadalq_s16). tests/native/test_kernels.c runs both under QEMU against the scalar kernels.
  */
 #ifndef GGUF_KERNELS_NEON_H
 #define GGUF_KERNELS_NEON_H
@@ -52,16 +56,42 @@ static void dot_bf16_neon(size_t n, const uint8_t *w, const act_row *ax, int nx,
     dot_float_neon_impl(2, n, w, ax, nx, y, ys);
 }
 
-#define dot_q4_0_neon dot_q4_0_scalar
-#define dot_q4_1_neon dot_q4_1_scalar
-#define dot_q5_0_neon dot_q5_0_scalar
-#define dot_q5_1_neon dot_q5_1_scalar
-#define dot_q8_0_neon dot_q8_0_scalar
-#define dot_q2_k_neon dot_q2_k_scalar
-#define dot_q3_k_neon dot_q3_k_scalar
-#define dot_q4_k_neon dot_q4_k_scalar
-#define dot_q5_k_neon dot_q5_k_scalar
-#define dot_q6_k_neon dot_q6_k_scalar
+#define dot_f32_neon_dotprod dot_f32_neon
+#define dot_f16_neon_dotprod dot_f16_neon
+#define dot_bf16_neon_dotprod dot_bf16_neon
+
+KALWAYS int32x4_t dot16_plain(int32x4_t acc, int8x16_t a, int8x16_t b) {
+    int16x8_t p = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+    p = vmlal_high_s8(p, a, b);
+    return vpadalq_s16(acc, p);
+}
+
+#define NSFX(name) name##_neon
+#define NTARGET
+#define NDOT dot16_plain
+#include "kernels_neon_impl.h"
+#undef NSFX
+#undef NTARGET
+#undef NDOT
+
+#if defined(__clang__)
+#define NEON_DOTPROD_TARGET __attribute__((target("dotprod")))
+#else
+#define NEON_DOTPROD_TARGET __attribute__((target("arch=armv8.2-a+dotprod"))) /* what arm_neon.h declares SDOT with */
+#endif
+
+NEON_DOTPROD_TARGET static inline __attribute__((always_inline)) int32x4_t dot16_sdot(int32x4_t acc, int8x16_t a,
+                                                                                      int8x16_t b) {
+    return vdotq_s32(acc, a, b);
+}
+
+#define NSFX(name) name##_neon_dotprod
+#define NTARGET NEON_DOTPROD_TARGET
+#define NDOT dot16_sdot
+#include "kernels_neon_impl.h"
+#undef NSFX
+#undef NTARGET
+#undef NDOT
 
 #endif /* aarch64 */
 #endif

@@ -1,10 +1,13 @@
 /* The one CPU-feature probe and the one SIMD vocabulary of every extension.
  *
- * Levels, slowest first: scalar, avx2, avx512, neon. GGUF_TOOLS_SIMD names one of them (or
- * auto/best); gguf_tools/engine/kernels.py reads the same names from _kernels.level_names().
- * SIMD code is compiled per function with target attributes (no -march), so a level is used
- * only after the probe says the CPU and the OS support it. cpuid traps to the hypervisor on
- * virtual machines (microseconds): the probe runs once, at import (simd_init).
+ * Levels, slowest first: scalar, avx2, avx512, neon, neon_dotprod. GGUF_TOOLS_SIMD names one of
+ * them (or auto/best); gguf_tools/engine/kernels.py reads the same names from
+ * _kernels.level_names(). SIMD code is compiled per function with target attributes (no -march),
+ * so a level is used only after the probe says the CPU and the OS support it. cpuid traps to the
+ * hypervisor on virtual machines (microseconds): the probe runs once, at import (simd_init).
+ * NEON is the arm64 baseline; its dot-product instructions (SDOT, ARMv8.2 FEAT_DotProd: every
+ * Apple M chip, Cortex-A76 and later, not Cortex-A72) are asked of the kernel: the auxiliary
+ * vector on Linux, sysctl on macOS.
  */
 #ifndef GGUF_SIMD_H
 #define GGUF_SIMD_H
@@ -18,12 +21,17 @@
 #include <cpuid.h>
 #elif defined(__aarch64__) && defined(__ARM_NEON)
 #define SIMD_ON_NEON 1
+#if defined(__linux__)
+#include <sys/auxv.h>
+#elif defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
 #endif
 
 #define SIMD_ENV "GGUF_TOOLS_SIMD"
 
-enum { SIMD_SCALAR = 0, SIMD_AVX2 = 1, SIMD_AVX512 = 2, SIMD_NEON = 3, SIMD_N_LEVELS = 4 };
-static const char *const SIMD_LEVEL_NAMES[SIMD_N_LEVELS] = {"scalar", "avx2", "avx512", "neon"};
+enum { SIMD_SCALAR = 0, SIMD_AVX2 = 1, SIMD_AVX512 = 2, SIMD_NEON = 3, SIMD_NEON_DOTPROD = 4, SIMD_N_LEVELS = 5 };
+static const char *const SIMD_LEVEL_NAMES[SIMD_N_LEVELS] = {"scalar", "avx2", "avx512", "neon", "neon_dotprod"};
 
 /* Features single routines use beyond the levels (x86: always saved by the OS, no XCR0 check). */
 enum { CPU_SSSE3 = 1, CPU_SSE42 = 2, CPU_BMI2 = 4 };
@@ -38,6 +46,23 @@ static unsigned long long simd_xgetbv0(void) {
     unsigned lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     return ((unsigned long long)hi << 32) | lo;
+}
+#endif
+
+#if defined(SIMD_ON_NEON)
+static int simd_arm_dotprod(void) {
+#if defined(__linux__)
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1UL << 20)
+#endif
+    return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#elif defined(__APPLE__)
+    int v = 0;
+    size_t len = sizeof v;
+    return sysctlbyname("hw.optional.arm.FEAT_DotProd", &v, &len, NULL, 0) == 0 && v != 0;
+#else
+    return 0; /* no way to ask: the plain NEON kernels run everywhere */
+#endif
 }
 #endif
 
@@ -61,6 +86,7 @@ static void simd_init(void) {
     simd_cpu.level_ok[SIMD_AVX512] = avx2 && avx512f && avx512bw && vnni && (xcr0 & 0xe6) == 0xe6;
 #elif defined(SIMD_ON_NEON)
     simd_cpu.level_ok[SIMD_NEON] = 1;
+    simd_cpu.level_ok[SIMD_NEON_DOTPROD] = simd_arm_dotprod();
 #endif
 }
 
