@@ -14,6 +14,17 @@
 #include "simd.h"
 #include "pool.h"
 #include "huffman_common.h"
+
+/* ------------------------------------------------------------------ Python glue */
+
+static int get_buffer(PyObject *o, Py_buffer *b, int writable, const char *what) {
+    if (PyObject_GetBuffer(o, b, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0) {
+        PyErr_Format(PyExc_TypeError, "%s must be a %sbuffer", what, writable ? "writable " : "");
+        return -1;
+    }
+    return 0;
+}
+
 #include "huffman_crc32c.h"
 #include "huffman_decode.h"
 #include "huffman_index.h"
@@ -61,7 +72,7 @@ static PyObject *run_decode(Py_buffer *bs, uint8_t *dst, size_t dst_len, int fd,
         errno = c.write_errno;
         PyErr_SetFromErrno(PyExc_OSError);
     } else if (c.err) {
-        PyErr_Format(PyExc_ValueError, "chunk %zd: %s", c.err_chunk, c.err);
+        PyErr_Format(PyExc_ValueError, "chunk %zd: %s", (Py_ssize_t)c.err_chunk, c.err);
     } else {
         result = Py_None;
         Py_INCREF(result);

@@ -1,10 +1,11 @@
 /* What the encoder and the decoder of packed GGUF files share: limits, byte helpers, block
- * layouts and canonical codes (docs/packed-format.md). Included by huffman.c only, after
- * Python.h (get_buffer).
+ * layouts and canonical codes (docs/packed-format.md). Free of Python, like the decoder, so the C
+ * test driver (tests/native/test_huffman.c) builds them alone.
  */
 #ifndef GGUF_HUFFMAN_COMMON_H
 #define GGUF_HUFFMAN_COMMON_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -53,16 +54,6 @@ static inline unsigned bitrev(unsigned code, unsigned len) {
     return r;
 }
 
-/* ------------------------------------------------------------------ Python glue */
-
-static int get_buffer(PyObject *o, Py_buffer *b, int writable, const char *what) {
-    if (PyObject_GetBuffer(o, b, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0) {
-        PyErr_Format(PyExc_TypeError, "%s must be a %sbuffer", what, writable ? "writable " : "");
-        return -1;
-    }
-    return 0;
-}
-
 /* ------------------------------------------------------------------ layouts */
 
 typedef struct { uint16_t off, len; } run_t;
@@ -80,7 +71,7 @@ static int groups_of(const field_t *F) {
 
 /* Parse and check one layout: every byte of the block belongs to exactly one run, table ids
  * exist, a context field is an earlier one-byte field, a palette bias is 0 or 128. */
-static const char *parse_layout(const int32_t *w, size_t nwords, int64_t at, Py_ssize_t n_tables,
+static const char *parse_layout(const int32_t *w, size_t nwords, int64_t at, ptrdiff_t n_tables,
                                 layout_t *L) {
     if (at < 0 || (uint64_t)at + 2 > nwords) return "layout offset out of range";
     size_t i = (size_t)at;

@@ -235,9 +235,9 @@ static int err_rank(const char *e) { return e == OOM || e == WRITE_FAILED ? 0 : 
 typedef struct {
     const uint8_t *src; size_t src_len;
     uint8_t *dst; size_t dst_len;
-    const int64_t *jobs; Py_ssize_t njobs;
+    const int64_t *jobs; ptrdiff_t njobs;
     const int32_t *layouts; size_t nwords;
-    const uint8_t *tables; Py_ssize_t ntables;
+    const uint8_t *tables; ptrdiff_t ntables;
     int verify_crc;
     int fd;                       /* >= 0: write each chunk to this file with pwrite, dst unused */
     int write_errno;
@@ -245,7 +245,7 @@ typedef struct {
     atomic_llong next;
     atomic_int failed;
     pthread_mutex_t lock;
-    Py_ssize_t err_chunk;
+    ptrdiff_t err_chunk;
     const char *err;
 } dec_ctx;
 
@@ -420,7 +420,7 @@ static const char *decode_palette_field(const dec_ctx *c, dec_thread *t, cursor_
     return NULL;
 }
 
-static const char *decode_chunk(dec_ctx *c, dec_thread *t, Py_ssize_t j) {
+static const char *decode_chunk(dec_ctx *c, dec_thread *t, ptrdiff_t j) {
     const int64_t *job = c->jobs + 6 * j;
     int64_t so = job[0], sl = job[1], d_off = job[2], dl = job[3], crc = job[4], lo = job[5];
     if (so < 0 || sl < 0 || (uint64_t)so > c->src_len || (uint64_t)sl > c->src_len - (uint64_t)so)
@@ -495,7 +495,7 @@ static void dec_worker(void *arg, int tid, int nth) {
     while (ok && !atomic_load(&c->failed)) {
         long long j = atomic_fetch_add(&c->next, 1);
         if (j >= c->njobs) break;
-        const char *err = decode_chunk(c, t, (Py_ssize_t)j);
+        const char *err = decode_chunk(c, t, (ptrdiff_t)j);
         if (err) {
             pthread_mutex_lock(&c->lock);
             /* report the first bad chunk; running out of memory or disk outranks bad data */

@@ -9,6 +9,9 @@
  *   --expect-best: fail unless the CPU probe picks LEVEL;  --force: run LEVEL even if the probe says
  *   the CPU lacks it (on a core without SDOT the dotprod kernels must then die with SIGILL).
  */
+/* what Python.h turns on for the extensions: POSIX (clock_gettime, pwrite) and the BSD extras on macOS */
+#define _GNU_SOURCE 1
+#define _DARWIN_C_SOURCE 1
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
