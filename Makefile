@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 export GGUF_TOOLS_CACHE ?= $(HOME)/.cache/gguf-tools
 
-.PHONY: setup native demo test test-fast bench lint clean
+.PHONY: setup native demo test test-fast test-arm bench lint clean
 
 setup: $(VENV)/.ready native
 
@@ -31,6 +31,11 @@ test: setup lint
 
 test-fast: setup
 	$(PY) -m pytest -q -ra -m "not slow"
+
+# arm64 Linux under QEMU and a macOS compile (tools: README, "Testing on ARM"); make test runs it through
+# tests/test_arm.py, which skips where the tools are missing.
+test-arm: setup
+	PYTHON=$(PY) scripts/test_arm.sh
 
 bench: setup
 	$(PY) -m bench
