@@ -60,6 +60,14 @@ static void dot_bf16_neon(size_t n, const uint8_t *w, const act_row *ax, int nx,
 #define dot_f16_neon_dotprod dot_f16_neon
 #define dot_bf16_neon_dotprod dot_bf16_neon
 
+/* An fp16 field as float by the FCVT instruction: the same value as fp16_to_fp32 (the conversion is exact,
+ * subnormals included), in two instructions instead of a dozen; a NaN stays a NaN. */
+KALWAYS float f16_hw(const uint8_t *p) {
+    __fp16 h;
+    memcpy(&h, p, 2);
+    return (float)h;
+}
+
 KALWAYS int32x4_t dot16_plain(int32x4_t acc, int8x16_t a, int8x16_t b) {
     int16x8_t p = vmull_s8(vget_low_s8(a), vget_low_s8(b));
     p = vmlal_high_s8(p, a, b);

@@ -55,9 +55,9 @@ NINL void NSFX(dot_legacy)(int kind, size_t nb, const uint8_t *w, const act_row 
             }
             const int8x16x2_t xv = vld1q_s8_x2(ax[k].q + 32 * i);
             const int32x4_t p = NDOT(NDOT(zero, vreinterpretq_s8_u8(lo), xv.val[0]), vreinterpretq_s8_u8(hi), xv.val[1]);
-            const float d = fp16_to_fp32(rd16(b));
+            const float d = f16_hw(b);
             acc += d * ax[k].d[i] * (float)vaddvq_s32(p);
-            extra += (offs[kind] ? d : fp16_to_fp32(rd16(b + 2))) * ax[k].s[i];
+            extra += (offs[kind] ? d : f16_hw(b + 2)) * ax[k].s[i];
         }
         y[k * ys] = offs[kind] ? acc - (float)offs[kind] * extra : acc + extra;
     }
@@ -76,8 +76,8 @@ NFN void NSFX(dot_q5_1)(size_t nb, const uint8_t *w, const act_row *ax, int nx, 
     NSFX(dot_legacy)(3, nb, w, ax, nx, y, ys);
 }
 
-/* Two blocks per step: their four lane sums fold into [s0, s1] with two pairwise adds, and both
- * scale products are one vector multiply; the two float additions stay in block order. */
+/* Four blocks per step: their lane sums fold into [s0..s3] with three pairwise adds, the four scale
+ * products are one vector multiply, and the four float additions stay in block order. */
 NFN void NSFX(dot_q8_0)(size_t nb, const uint8_t *w, const act_row *ax, int nx, float *y, size_t ys) {
     const int32x4_t zero = vdupq_n_s32(0);
     for (int k = 0; k < nx; k++) {
@@ -85,28 +85,36 @@ NFN void NSFX(dot_q8_0)(size_t nb, const uint8_t *w, const act_row *ax, int nx, 
         const float *dx = ax[k].d;
         float acc = 0;
         size_t i = 0;
-        for (; i + 2 <= nb; i += 2) {
+        for (; i + 4 <= nb; i += 4) {
             const uint8_t *b = w + 34 * i;
-            const int8x16x4_t xv = vld1q_s8_x4(x + 32 * i);
-            int32x4_t p0 = NDOT(zero, vld1q_s8((const int8_t *)b + 2), xv.val[0]);
-            int32x4_t p1 = NDOT(zero, vld1q_s8((const int8_t *)b + 36), xv.val[2]);
-            p0 = NDOT(p0, vld1q_s8((const int8_t *)b + 18), xv.val[1]);
-            p1 = NDOT(p1, vld1q_s8((const int8_t *)b + 52), xv.val[3]);
-            const int32x4_t s = vpaddq_s32(p0, p1);
-            const int32x2_t s2 = vpadd_s32(vget_low_s32(s), vget_high_s32(s));
+            const int8_t *q = (const int8_t *)b + 2;
+            const int8x16x4_t x01 = vld1q_s8_x4(x + 32 * i), x23 = vld1q_s8_x4(x + 32 * i + 64);
+            int32x4_t p0 = NDOT(zero, vld1q_s8(q), x01.val[0]);
+            int32x4_t p1 = NDOT(zero, vld1q_s8(q + 34), x01.val[2]);
+            int32x4_t p2 = NDOT(zero, vld1q_s8(q + 68), x23.val[0]);
+            int32x4_t p3 = NDOT(zero, vld1q_s8(q + 102), x23.val[2]);
+            p0 = NDOT(p0, vld1q_s8(q + 16), x01.val[1]);
+            p1 = NDOT(p1, vld1q_s8(q + 50), x01.val[3]);
+            p2 = NDOT(p2, vld1q_s8(q + 84), x23.val[1]);
+            p3 = NDOT(p3, vld1q_s8(q + 118), x23.val[3]);
+            const int32x4_t s = vpaddq_s32(vpaddq_s32(p0, p1), vpaddq_s32(p2, p3));
             uint16x4_t h = vld1_dup_u16((const uint16_t *)b);
             h = vld1_lane_u16((const uint16_t *)(b + 34), h, 1);
-            const float32x2_t dw = vget_low_f32(vcvt_f32_f16(vreinterpret_f16_u16(h)));
-            const float32x2_t t = vmul_f32(vmul_f32(dw, vld1_f32(dx + i)), vcvt_f32_s32(s2));
-            acc += vget_lane_f32(t, 0);
-            acc += vget_lane_f32(t, 1);
+            h = vld1_lane_u16((const uint16_t *)(b + 68), h, 2);
+            h = vld1_lane_u16((const uint16_t *)(b + 102), h, 3);
+            const float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u16(h));
+            const float32x4_t t = vmulq_f32(vmulq_f32(dw, vld1q_f32(dx + i)), vcvtq_f32_s32(s));
+            acc += vgetq_lane_f32(t, 0);
+            acc += vgetq_lane_f32(t, 1);
+            acc += vgetq_lane_f32(t, 2);
+            acc += vgetq_lane_f32(t, 3);
         }
         for (; i < nb; i++) {
             const uint8_t *b = w + 34 * i;
             const int8x16x2_t xv = vld1q_s8_x2(x + 32 * i);
             const int32x4_t p = NDOT(NDOT(zero, vld1q_s8((const int8_t *)b + 2), xv.val[0]),
                                      vld1q_s8((const int8_t *)b + 18), xv.val[1]);
-            acc += fp16_to_fp32(rd16(b)) * dx[i] * (float)vaddvq_s32(p);
+            acc += f16_hw(b) * dx[i] * (float)vaddvq_s32(p);
         }
         y[k * ys] = acc;
     }
@@ -139,7 +147,7 @@ NFN void NSFX(dot_q2_k)(size_t nb, const uint8_t *w, const act_row *ax, int nx, 
             const int msum = NSFX(dot16_s16)(vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(mn))),
                                              vreinterpretq_s16_u16(vmovl_high_u8(mn)), ax[k].bs + 16 * i);
             const float dx = ax[k].d[i];
-            acc += fp16_to_fp32(rd16(b + 80)) * dx * (float)isum - fp16_to_fp32(rd16(b + 82)) * dx * (float)msum;
+            acc += f16_hw(b + 80) * dx * (float)isum - f16_hw(b + 82) * dx * (float)msum;
         }
         y[k * ys] = acc;
     }
@@ -177,7 +185,7 @@ NFN void NSFX(dot_q3_k)(size_t nb, const uint8_t *w, const act_row *ax, int nx, 
             const int8x16_t sc = vld1q_s8(scb);
             const int isum = NSFX(scaled16)(p, sc);
             const int osum = NSFX(dot16_s16)(vmovl_s8(vget_low_s8(sc)), vmovl_high_s8(sc), ax[k].bs + 16 * i);
-            acc += fp16_to_fp32(rd16(b + 108)) * ax[k].d[i] * (float)(isum - 4 * osum);
+            acc += f16_hw(b + 108) * ax[k].d[i] * (float)(isum - 4 * osum);
         }
         y[k * ys] = acc;
     }
@@ -229,7 +237,7 @@ NINL void NSFX(dot_k4)(int five, size_t nb, const uint8_t *w, const act_row *ax,
             const int16x8_t mn = vreinterpretq_s16_u16(vmovl_u8(vcreate_u8(mn8)));
             const int msum = vaddvq_s32(vmlal_high_s16(vmull_s16(vget_low_s16(mn), vget_low_s16(bp)), mn, bp));
             const float dx = ax[k].d[i];
-            acc += fp16_to_fp32(rd16(b)) * dx * (float)isum - fp16_to_fp32(rd16(b + 2)) * dx * (float)msum;
+            acc += f16_hw(b) * dx * (float)isum - f16_hw(b + 2) * dx * (float)msum;
         }
         y[k * ys] = acc;
     }
@@ -272,7 +280,7 @@ NFN void NSFX(dot_q6_k)(size_t nb, const uint8_t *w, const act_row *ax, int nx, 
             const int8x16_t sc = vld1q_s8((const int8_t *)(b + 192));
             const int isum = NSFX(scaled16)(p, sc);
             const int osum = NSFX(dot16_s16)(vmovl_s8(vget_low_s8(sc)), vmovl_high_s8(sc), ax[k].bs + 16 * i);
-            acc += fp16_to_fp32(rd16(b + 208)) * ax[k].d[i] * (float)(isum - 32 * osum);
+            acc += f16_hw(b + 208) * ax[k].d[i] * (float)(isum - 32 * osum);
         }
         y[k * ys] = acc;
     }
