@@ -180,6 +180,16 @@ def test_open_for_llama_gives_a_path_holding_the_original_bytes(small):
             os.stat(path)
 
 
+def test_without_memfd_the_model_goes_through_a_temp_file_that_is_removed(small, monkeypatch):
+    """macOS and other systems without memfd_create: a temporary file, gone afterwards."""
+    src, packed = small
+    monkeypatch.delattr(os, "memfd_create", raising=False)
+    with open_for_llama(packed, verify=True) as path:
+        assert not path.startswith("/proc/")
+        assert Path(path).read_bytes() == src.read_bytes()
+    assert not Path(path).exists()
+
+
 def test_the_index_checked_in_c_gives_the_reference_decode_plan(small, rich, smol_packed):
     from gguf_tools.packed.decode import _Packed
 
