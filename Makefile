@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 export GGUF_TOOLS_CACHE ?= $(HOME)/.cache/gguf-tools
 
-.PHONY: setup native demo test test-fast test-arm bench lint clean
+.PHONY: setup native demo test test-fast test-arm bench bench-arm lint clean
 
 setup: $(VENV)/.ready native
 
@@ -39,6 +39,10 @@ test-arm: setup
 
 bench: setup
 	$(PY) -m bench
+
+# instructions per weight of the arm64 kernel paths under QEMU (BENCHMARKS.md, ARM / NEON)
+bench-arm: setup
+	$(PY) -m bench arm
 
 lint: setup
 	$(PIP) install -q ruff==0.17.6 import-linter==2.17

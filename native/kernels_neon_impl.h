@@ -191,6 +191,19 @@ NFN void NSFX(dot_q3_k)(size_t nb, const uint8_t *w, const act_row *ax, int nx, 
     }
 }
 
+/* unpack_k4_scales in vector registers: lanes [a, b] give the low scales and mins, [c, c >> 4] their high
+ * bits, both halves at once. */
+NINL void NSFX(k4_scales)(const uint8_t *p, uint8x8_t *sc, uint8x8_t *mn) {
+    static const int32_t shifts[2] = {0, -4};
+    const uint32x2_t ab = vreinterpret_u32_u8(vld1_u8(p));
+    const uint32x2_t cc = vshl_u32(vld1_dup_u32((const uint32_t *)(p + 8)), vld1_s32(shifts));
+    const uint32x2_t lo = vand_u32(ab, vdup_n_u32(0x3f3f3f3fu));
+    const uint32x2_t hi = vorr_u32(vand_u32(cc, vdup_n_u32(0x0f0f0f0fu)),
+                                   vand_u32(vshr_n_u32(ab, 2), vdup_n_u32(0x30303030u)));
+    *sc = vreinterpret_u8_u32(vzip1_u32(lo, hi));
+    *mn = vreinterpret_u8_u32(vzip2_u32(lo, hi));
+}
+
 /* Q4_K / Q5_K: eight sub-blocks of 32, each summed in its own int32 lanes, folded to [S0..S3],
  * [S4..S7] by pairwise adds and scaled in one multiply-accumulate; one horizontal add per block. */
 NINL void NSFX(dot_k4)(int five, size_t nb, const uint8_t *w, const act_row *ax, int nx, float *y, size_t ys) {
@@ -224,17 +237,17 @@ NINL void NSFX(dot_k4)(int five, size_t nb, const uint8_t *w, const act_row *ax,
                 p[2 * j] = NDOT(NDOT(zero, vreinterpretq_s8_u8(l0), xv.val[0]), vreinterpretq_s8_u8(l1), xv.val[1]);
                 p[2 * j + 1] = NDOT(NDOT(zero, vreinterpretq_s8_u8(h0), xv.val[2]), vreinterpretq_s8_u8(h1), xv.val[3]);
             }
-            uint64_t sc8, mn8;
-            unpack_k4_scales(b + 4, &sc8, &mn8);
+            uint8x8_t sc8, mn8;
+            NSFX(k4_scales)(b + 4, &sc8, &mn8);
             const int32x4_t s0 = vpaddq_s32(vpaddq_s32(p[0], p[1]), vpaddq_s32(p[2], p[3]));
             const int32x4_t s1 = vpaddq_s32(vpaddq_s32(p[4], p[5]), vpaddq_s32(p[6], p[7]));
-            const uint16x8_t sc = vmovl_u8(vcreate_u8(sc8));
+            const uint16x8_t sc = vmovl_u8(sc8);
             int32x4_t r = vmulq_s32(s0, vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(sc))));
             r = vmlaq_s32(r, s1, vreinterpretq_s32_u32(vmovl_high_u16(sc)));
             const int isum = vaddvq_s32(r);
             const int16x8x2_t bs = vld1q_s16_x2(ax[k].bs + 16 * i);
             const int16x8_t bp = vpaddq_s16(bs.val[0], bs.val[1]);
-            const int16x8_t mn = vreinterpretq_s16_u16(vmovl_u8(vcreate_u8(mn8)));
+            const int16x8_t mn = vreinterpretq_s16_u16(vmovl_u8(mn8));
             const int msum = vaddvq_s32(vmlal_high_s16(vmull_s16(vget_low_s16(mn), vget_low_s16(bp)), mn, bp));
             const float dx = ax[k].d[i];
             acc += f16_hw(b) * dx * (float)isum - f16_hw(b + 2) * dx * (float)msum;
