@@ -39,8 +39,8 @@ def main() -> None:
     start = time.perf_counter()
     pid = os.fork()
     if pid == 0:
-        os.close(1)
-        os.open(os.devnull, os.O_WRONLY)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)  # onto fd 1 whatever else is closed (a launcher without stdin)
         os.execvp(cmd[0], cmd)
     _, status, usage = os.wait4(pid, 0)
     wall = time.perf_counter() - start

@@ -176,3 +176,14 @@ def test_usage_errors_still_come_from_the_full_command_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "gguf_tools.launch", "unpack", "--threads", "0", "x.ggpk"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--threads" in proc.stderr
+
+
+def test_unpack_and_install_run_without_numpy_typer_or_the_gguf_package(big, tmp_path):
+    """What keeps their start-up short; a later import of any of these would cost 0.1-0.9 s."""
+    _, ggpk = big
+    code = ("import sys\nfrom gguf_tools.launch import main\n"
+            f"assert main(['unpack', {str(ggpk)!r}, '-o', {str(tmp_path / 'x.gguf')!r}]) == 0\n"
+            "print(sorted(m for m in ('numpy', 'typer', 'click', 'gguf', 'psutil') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
