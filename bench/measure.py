@@ -17,6 +17,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 def measure(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
     """Wall seconds and peak RSS (bytes) of one command, measured by this module as a small launcher."""
+    r = measure_all(cmd, env)
+    return r["wall"], r["rss"]
+
+
+def measure_all(cmd: list[str], env: dict | None = None) -> dict:
+    """``wall`` and ``cpu`` (user + system) seconds and peak ``rss`` (bytes) of one command: CPU time is what
+    other load on a shared machine changes least."""
     proc = subprocess.run([sys.executable, "-m", "bench.measure", *cmd], env=env, capture_output=True, text=True,
                           cwd=REPO)
     if proc.returncode or not proc.stdout.strip():
@@ -24,7 +31,7 @@ def measure(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     if r["rc"]:
         raise RuntimeError(f"{cmd[1]} exited {r['rc']}:\n{proc.stderr[-2000:]}")
-    return r["wall"], r["rss"]
+    return r
 
 
 def main() -> None:
@@ -32,12 +39,13 @@ def main() -> None:
     start = time.perf_counter()
     pid = os.fork()
     if pid == 0:
-        os.close(1)
-        os.open(os.devnull, os.O_WRONLY)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)  # onto fd 1 whatever else is closed (a launcher without stdin)
         os.execvp(cmd[0], cmd)
     _, status, usage = os.wait4(pid, 0)
     wall = time.perf_counter() - start
-    print(json.dumps({"wall": wall, "rss": usage.ru_maxrss * 1024, "rc": os.waitstatus_to_exitcode(status)}))
+    print(json.dumps({"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss": usage.ru_maxrss * 1024,
+                      "rc": os.waitstatus_to_exitcode(status)}))
 
 
 if __name__ == "__main__":

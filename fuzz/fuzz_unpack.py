@@ -42,17 +42,8 @@ with _instrumented:
     from gguf_tools.errors import InputError, ResourceError
     from gguf_tools.packed import encode as encode_mod
     from gguf_tools.packed.codes import code_lengths
-    from gguf_tools.packed.format import (
-        _HEADER,
-        HEADER_SIZE,
-        MODE_CTX,
-        MODE_HUFF,
-        MODE_PALETTE,
-        MODE_RAW,
-        FieldCoding,
-        crc32c,
-        layout_words,
-    )
+    from gguf_tools.packed.format import MODE_CTX, MODE_HUFF, MODE_PALETTE, MODE_RAW, FieldCoding, layout_words
+    from gguf_tools.packed.header import _HEADER, HEADER_SIZE, crc32c
     from gguf_tools.packed.reference import DecodeError, decode_ref
 
 _DIR = tempfile.mkdtemp(prefix="fuzz_unpack_", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)

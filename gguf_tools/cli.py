@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from .errors import EXIT_CODES, EXIT_INTERRUPTED, GGUFToolsError, exit_code
+from .errors import EXIT_CODES, EXIT_INTERRUPTED, exit_code, message
 from .system import MAX_THREADS
 
 if TYPE_CHECKING:  # the pipelines load only when a command runs: the CLI starts fast
@@ -544,7 +544,7 @@ def install(
     force: bool = typer.Option(False, "--force", help="Replace an existing destination."),
 ) -> None:
     """Check every sha256 of the manifest; copy the package to DEST atomically, unpacking packed files."""
-    from .device.package import install as run_install
+    from .device.install import install as run_install
 
     files = run_install(package_dir, to, overwrite=force)
     typer.echo(f"installed {len(files)} files in {to}")
@@ -580,11 +580,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # one line for everything, traceback on request
         if os.environ.get("GGUF_TOOLS_DEBUG"):
             raise
-        code = exit_code(e)
-        message = str(e) if isinstance(e, GGUFToolsError) else f"internal error: {type(e).__name__}: {e}"
-        sys.stderr.write(f"gguf-tools: error: {message}\n")
+        code, text = exit_code(e), message(e)
+        sys.stderr.write(f"gguf-tools: error: {text}\n")
         if want_json:
-            _emit_json({"error": message, "exit_code": code})
+            _emit_json({"error": text, "exit_code": code})
         return code
     if code == EXIT_INTERRUPTED:
         sys.stderr.write("gguf-tools: interrupted; no output was left behind\n")

@@ -46,6 +46,11 @@ EXIT_CODES = {
 }
 
 
+def message(exc: BaseException) -> str:
+    """The one line the command prints for an error: ours as they are, anything else named as a bug."""
+    return str(exc) if isinstance(exc, GGUFToolsError) else f"internal error: {type(exc).__name__}: {exc}"
+
+
 def exit_code(exc: BaseException) -> int:
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED

@@ -1,4 +1,5 @@
-"""File helpers shared by every command: bounded JSON reading, atomic output, releasing mapped pages."""
+"""File helpers shared by every command: bounded JSON reading, atomic output (files and directories), releasing
+mapped pages."""
 from __future__ import annotations
 
 import contextlib
@@ -10,13 +11,15 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from .errors import InputError, OutputError
 
+if TYPE_CHECKING:
+    import numpy as np
+
 MAX_JSON_BYTES = 512 * 1024 * 1024
+COPY_CHUNK = 16 << 20  # bytes per read when a file is copied or hashed whole
 
 
 def read_json(path: Path, what: str = "JSON file") -> Any:
@@ -50,17 +53,17 @@ def release_pages(view: np.ndarray) -> None:
     backed by an mmap (heap memory, where it would zero data) and systems without madvise are
     left alone.
     """
+    import numpy as np
+
     mm = _mapping_of(view)
     if mm is None or view.nbytes == 0 or not hasattr(mmap, "MADV_DONTNEED"):
         return
     origin = np.frombuffer(mm, dtype=np.uint8, count=1).__array_interface__["data"][0]
-    low, high = _byte_bounds(view)
+    byte_bounds = getattr(getattr(np.lib, "array_utils", None), "byte_bounds", None) or np.byte_bounds
+    low, high = byte_bounds(view)
     start = (low - origin) // mmap.PAGESIZE * mmap.PAGESIZE
     if 0 <= start < high - origin <= len(mm):
         mm.madvise(mmap.MADV_DONTNEED, start, high - origin - start)
-
-
-_byte_bounds = getattr(getattr(np.lib, "array_utils", None), "byte_bounds", None) or getattr(np, "byte_bounds", None)
 
 
 def _mapping_of(view: np.ndarray) -> mmap.mmap | None:
@@ -132,3 +135,29 @@ def atomic_output(dest: Path, *, overwrite: bool = True, needed: int | None = No
             os.fsync(dirfd)
         finally:
             os.close(dirfd)
+
+
+@contextlib.contextmanager
+def atomic_directory(dest: Path, overwrite: bool) -> Iterator[Path]:
+    """A temporary directory beside ``dest``, renamed onto it at the end; removed on any error."""
+    parent = dest.parent if str(dest.parent) else Path(".")
+    if dest.exists() and not (overwrite and dest.is_dir()):
+        raise OutputError(f"{dest}: already exists")
+    if not parent.is_dir():
+        raise OutputError(f"{parent}: output directory does not exist")
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=parent))
+    except OSError as e:
+        raise OutputError(f"{parent}: cannot create a directory: {e.strerror}") from None
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old")
+            os.replace(dest, old)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -33,8 +33,8 @@ static int get_buffer(PyObject *o, Py_buffer *b, int writable, const char *what)
 
 /* ------------------------------------------------------------------ decoding */
 
-static PyObject *run_decode(Py_buffer *bs, uint8_t *dst, size_t dst_len, int fd, PyObject *o_jobs, PyObject *o_lay,
-                            PyObject *o_tab, int threads, int verify) {
+static PyObject *run_decode(Py_buffer *bs, uint8_t *dst, size_t dst_len, int64_t base, int fd, PyObject *o_jobs,
+                            PyObject *o_lay, PyObject *o_tab, int threads, int verify) {
     Py_buffer bj, bl, bt;
     if (get_buffer(o_jobs, &bj, 0, "jobs")) return NULL;
     if (get_buffer(o_lay, &bl, 0, "layouts")) { PyBuffer_Release(&bj); return NULL; }
@@ -47,7 +47,7 @@ static PyObject *run_decode(Py_buffer *bs, uint8_t *dst, size_t dst_len, int fd,
     dec_ctx c;
     memset(&c, 0, sizeof c);
     c.src = bs->buf; c.src_len = (size_t)bs->len;
-    c.dst = dst; c.dst_len = dst_len; c.fd = fd;
+    c.dst = dst; c.dst_len = dst_len; c.dst_base = base; c.fd = fd;
     c.jobs = bj.buf; c.njobs = bj.len / 48;
     c.layouts = bl.buf; c.nwords = (size_t)bl.len / 4;
     c.tables = bt.buf; c.ntables = bt.len / 256;
@@ -83,16 +83,18 @@ done:
 }
 
 static PyObject *py_decode(PyObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"src", "dst", "jobs", "layouts", "tables", "threads", "verify_crc", NULL};
+    static char *kwlist[] = {"src", "dst", "jobs", "layouts", "tables", "threads", "verify_crc", "base", NULL};
     PyObject *o_src, *o_dst, *o_jobs, *o_lay, *o_tab;
     int threads = 1, verify = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO|ip", kwlist, &o_src, &o_dst, &o_jobs, &o_lay, &o_tab,
-                                     &threads, &verify))
+    long long base = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO|ipL", kwlist, &o_src, &o_dst, &o_jobs, &o_lay, &o_tab,
+                                     &threads, &verify, &base))
         return NULL;
+    if (base < 0) { PyErr_SetString(PyExc_ValueError, "negative base offset"); return NULL; }
     Py_buffer bs, bd;
     if (get_buffer(o_src, &bs, 0, "src")) return NULL;
     if (get_buffer(o_dst, &bd, 1, "dst")) { PyBuffer_Release(&bs); return NULL; }
-    PyObject *r = run_decode(&bs, bd.buf, (size_t)bd.len, -1, o_jobs, o_lay, o_tab, threads, verify);
+    PyObject *r = run_decode(&bs, bd.buf, (size_t)bd.len, (int64_t)base, -1, o_jobs, o_lay, o_tab, threads, verify);
     PyBuffer_Release(&bs); PyBuffer_Release(&bd);
     return r;
 }
@@ -108,7 +110,7 @@ static PyObject *py_decode_to_fd(PyObject *self, PyObject *args, PyObject *kw) {
     if (fd < 0 || size < 0) { PyErr_SetString(PyExc_ValueError, "bad file descriptor or size"); return NULL; }
     Py_buffer bs;
     if (get_buffer(o_src, &bs, 0, "src")) return NULL;
-    PyObject *r = run_decode(&bs, NULL, (size_t)size, fd, o_jobs, o_lay, o_tab, threads, verify);
+    PyObject *r = run_decode(&bs, NULL, (size_t)size, 0, fd, o_jobs, o_lay, o_tab, threads, verify);
     PyBuffer_Release(&bs);
     return r;
 }
@@ -152,7 +154,8 @@ static PyObject *py_decoder_kind(PyObject *self, PyObject *noargs) {
 
 static PyMethodDef methods[] = {
     {"decode", (PyCFunction)(void (*)(void))py_decode, METH_VARARGS | METH_KEYWORDS,
-     "decode(src, dst, jobs, layouts, tables, threads=1, verify_crc=True): decode chunks into dst."},
+     "decode(src, dst, jobs, layouts, tables, threads=1, verify_crc=True, base=0): decode chunks into dst, "
+     "which holds the output from offset base on (a window: jobs may be a slice of the plan)."},
     {"decode_to_fd", (PyCFunction)(void (*)(void))py_decode_to_fd, METH_VARARGS | METH_KEYWORDS,
      "decode_to_fd(src, fd, size, jobs, layouts, tables, threads=1, verify_crc=True): decode chunks and "
      "pwrite each at its offset (checked before it is written)."},

@@ -235,6 +235,7 @@ static int err_rank(const char *e) { return e == OOM || e == WRITE_FAILED ? 0 : 
 typedef struct {
     const uint8_t *src; size_t src_len;
     uint8_t *dst; size_t dst_len;
+    int64_t dst_base;             /* the output offset of dst[0]: a window of the file, or 0 */
     const int64_t *jobs; ptrdiff_t njobs;
     const int32_t *layouts; size_t nwords;
     const uint8_t *tables; ptrdiff_t ntables;
@@ -425,7 +426,8 @@ static const char *decode_chunk(dec_ctx *c, dec_thread *t, ptrdiff_t j) {
     int64_t so = job[0], sl = job[1], d_off = job[2], dl = job[3], crc = job[4], lo = job[5];
     if (so < 0 || sl < 0 || (uint64_t)so > c->src_len || (uint64_t)sl > c->src_len - (uint64_t)so)
         return "chunk lies outside the packed file";
-    if (d_off < 0 || dl < 0 || (uint64_t)d_off > c->dst_len || (uint64_t)dl > c->dst_len - (uint64_t)d_off)
+    const int64_t rel = d_off - c->dst_base;
+    if (d_off < 0 || dl < 0 || rel < 0 || (uint64_t)rel > c->dst_len || (uint64_t)dl > c->dst_len - (uint64_t)rel)
         return "chunk lies outside the output";
     if ((uint64_t)dl > MAX_CHUNK || (size_t)dl > c->chunk_max) return "chunk too large";
     if ((uint64_t)dl > 8 * (uint64_t)sl + 64) return "implausible compression ratio";
@@ -434,7 +436,7 @@ static const char *decode_chunk(dec_ctx *c, dec_thread *t, ptrdiff_t j) {
     if (err) return err;
     if (dl % L->block_size) return "chunk size is not a whole number of blocks";
     const size_t nblocks = (size_t)dl / (size_t)L->block_size;
-    uint8_t *dst = c->fd >= 0 ? t->chunk : c->dst + d_off;
+    uint8_t *dst = c->fd >= 0 ? t->chunk : c->dst + rel;
     cursor_t cur = {c->src + so, (size_t)sl, (size_t)L->ngroups * 16, 0};
     if (cur.pos > cur.blen) return "chunk header truncated";
     for (int f = 0; f < L->nfields; f++) {

@@ -11,7 +11,8 @@ import pytest
 from conftest import smollm2_gguf
 
 from gguf_tools.packed import pack
-from gguf_tools.packed.format import HEADER_SIZE, parse_header, parse_index
+from gguf_tools.packed.format import parse_index
+from gguf_tools.packed.header import HEADER_SIZE, parse_header
 
 T = gguf.GGMLQuantizationType
 

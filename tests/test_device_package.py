@@ -11,7 +11,8 @@ from conftest import CACHE, smollm2_gguf
 
 from gguf_tools.device.devices import device
 from gguf_tools.device.fit import fit
-from gguf_tools.device.package import install, package, preset_needs
+from gguf_tools.device.install import install
+from gguf_tools.device.package import package, preset_needs
 from gguf_tools.device.split import merge
 from gguf_tools.device.verify import verify
 from gguf_tools.errors import InputError

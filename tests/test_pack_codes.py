@@ -9,13 +9,8 @@ from pack_fixtures import index_of
 
 from gguf_tools import _huffman
 from gguf_tools.packed.codes import code_lengths, coded_bits
-from gguf_tools.packed.format import (
-    HEADER_SIZE,
-    MAX_BITS,
-    MODE_HUFF,
-    MODE_RAW,
-    layout_words,
-)
+from gguf_tools.packed.format import MAX_BITS, MODE_HUFF, MODE_RAW, layout_words
+from gguf_tools.packed.header import HEADER_SIZE
 from gguf_tools.packed.reference import crc32c_ref
 
 # ---------------------------------------------------------------- code construction
@@ -49,12 +44,15 @@ def test_native_crc32c_matches_the_reference_and_the_standard_check_value(rng):
         assert _huffman.crc32c(data) == crc32c_ref(data)
 
 
-def test_native_limits_match_the_format_module():
+def test_native_limits_match_the_format_modules():
     from gguf_tools.packed import format as f
+    from gguf_tools.packed import header as h
 
     names = ("MAX_BITS", "MAX_BLOCK", "MAX_FIELDS", "MAX_RUNS", "MAX_FIELD_TABLES", "MAX_CHUNK", "N_STREAMS",
-             "HEADER_SIZE", "MAX_TABLES", "MAX_SECTIONS", "MAX_RATIO", "RATIO_SLACK")
+             "MAX_TABLES", "MAX_SECTIONS")
     assert [getattr(_huffman, n) for n in names] == [getattr(f, n) for n in names]
+    names = ("HEADER_SIZE", "MAX_RATIO", "RATIO_SLACK")
+    assert [getattr(_huffman, n) for n in names] == [getattr(h, n) for n in names]
 
 
 def test_layout_words_match_the_index_encoding(small):

@@ -16,14 +16,8 @@ from gguf_tools.packed import (
     unpack,
     unpack_to_memory,
 )
-from gguf_tools.packed.format import (
-    HEADER_SIZE,
-    MAX_CHUNK,
-    encode_header,
-    encode_index,
-    parse_header,
-    parse_index,
-)
+from gguf_tools.packed.format import MAX_CHUNK, encode_index, parse_index
+from gguf_tools.packed.header import HEADER_SIZE, encode_header, parse_header
 
 CORPUS = Path(__file__).parent / "pack_corpus"
 
@@ -42,7 +36,7 @@ def rewrite(packed: Path, out: Path, *, header=None, index=None, tables=None, se
     chunks = idx.chunks.copy() if chunks is None else chunks
     body = raw[HEADER_SIZE:h.index_offset] if data is None else data
     new_index = encode_index(tables, sections, chunks) if index is None else index
-    from gguf_tools.packed.format import crc32c
+    from gguf_tools.packed.header import crc32c
 
     h = dataclasses.replace(h, index_offset=HEADER_SIZE + len(body), index_size=len(new_index),
                             index_crc=crc32c(new_index))

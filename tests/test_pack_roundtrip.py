@@ -26,7 +26,7 @@ from gguf_tools.packed import (
     unpack,
     unpack_to_memory,
 )
-from gguf_tools.packed.format import HEADER_SIZE
+from gguf_tools.packed.header import HEADER_SIZE
 from gguf_tools.packed.reference import decode_plan, decode_ref
 
 # ---------------------------------------------------------------- round trips
@@ -195,8 +195,9 @@ def test_the_index_checked_in_c_gives_the_reference_decode_plan(small, rich, smo
 
     for _, packed in (small, rich, smol_packed):
         with _Packed(packed) as p:
-            for got, want in zip(p.decode_jobs(), decode_plan(p.header, p.index)):
-                assert got.dtype == want.dtype and np.array_equal(got, want)
+            jobs, words, tables = decode_plan(p.header, p.index)
+            want = (jobs.astype("<i8"), words.astype("<i4"), tables.astype(np.uint8))
+            assert p.decode_jobs() == tuple(w.tobytes() for w in want)  # int64 rows, int32 words, uint8 tables
 
 
 # ---------------------------------------------------------------- the real model

@@ -14,12 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import gguf
-
 from .. import __version__
 from ..errors import UnsupportedError
+from ..files import COPY_CHUNK, atomic_output
+from ..gguf_file.constants import GGUFValueType
 from ..gguf_file.reader import GGUFFile
-from .split import _CHUNK
 
 SCHEMA = 1
 _SPLIT_PREFIX = "split."
@@ -46,7 +45,7 @@ def hash_line(algo: str, hexdigest: str, file: str, tensor: str | None = None) -
 def file_digest(path: Path, algo: str) -> str:
     h = hasher(algo)()
     with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
+        while chunk := fh.read(COPY_CHUNK):
             h.update(chunk)
     return h.hexdigest()
 
@@ -72,7 +71,7 @@ def metadata_digest(digests: dict[str, str]) -> str:
 def identity(f: GGUFFile) -> dict:
     """The model's general.* scalars: name, license, provenance."""
     return {k: f.get(k) for k, field in f.fields.items()
-            if k.startswith("general.") and field.types[0] != gguf.GGUFValueType.ARRAY}
+            if k.startswith("general.") and field.types[0] != GGUFValueType.ARRAY}
 
 
 def has_xxhash() -> bool:
@@ -127,8 +126,6 @@ def build_manifest(directory: Path, files: list[Path], *, algo: str = "sha256", 
 
 
 def write_manifest(path: Path, manifest: dict) -> None:
-    from ..files import atomic_output
-
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 

@@ -4,31 +4,28 @@ package: choose the quant (given, or with ``device`` the best preset whose ``fit
 ``fits``), write the model (split under a file-size limit when needed), manifest.json and a
 README.md model card, all in a temporary directory renamed into place at the end: an error leaves
 nothing half-written. A smoke test, when asked for, is a callback (the runtime lives above this stage).
-install: check every sha256 of the manifest, copy to DEST the same atomic way.
+(install, the way back out, is install.py.)
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
 
-from ..errors import InputError, OutputError, ResourceError
-from ..files import check_free_space, read_json
+from ..errors import ResourceError
+from ..files import atomic_directory, check_free_space
 from ..gguf_file.layout import tensor_nbytes
 from ..gguf_file.reader import GGUFFile
 from .devices import Device
 from .fit import Plan, model_shape, plan, read_shape
 from .manifest import build_manifest, file_entry, gguf_files, identity, write_manifest
-from .split import _CHUNK, split
+from .split import split
 
 # best quality first: --device takes the first whose plan fits
 CANDIDATES = ("Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K")
@@ -115,29 +112,6 @@ def model_card(meta: GGUFFile, memory: list[tuple[int, Plan]], quant: str | None
     return "\n".join(front + body) + "\n"
 
 
-@contextlib.contextmanager
-def _staging(dest: Path, overwrite: bool):
-    """A temporary directory beside ``dest``, renamed onto it at the end; removed on any error."""
-    parent = dest.parent if str(dest.parent) else Path(".")
-    if dest.exists() and not (overwrite and dest.is_dir()):
-        raise OutputError(f"{dest}: already exists")
-    if not parent.is_dir():
-        raise OutputError(f"{parent}: output directory does not exist")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o755)
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old")
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def package(src: str | os.PathLike, dest: str | os.PathLike, *, quant: str | None = None,
             device: Device | None = None, target_size: int | None = None, ctx: int = 4096, kv_type: str = "f16",
             max_file_size: int | None = None, pack: bool = False,
@@ -146,7 +120,7 @@ def package(src: str | os.PathLike, dest: str | os.PathLike, *, quant: str | Non
     src, dest = Path(src), Path(dest)
     if max_file_size is None and device is not None:
         max_file_size = device.file_size_limit
-    with _staging(dest, overwrite) as work:
+    with atomic_directory(dest, overwrite) as work:
         gguf_src = src
         if not _is_gguf(src):
             if quant is None and device is None and target_size is None:
@@ -214,47 +188,3 @@ def _pack_files(work: Path, m: dict) -> list[Path]:
         out.append(packed)
     m["files"] = entries
     return out
-
-
-def install(directory: str | os.PathLike, dest: str | os.PathLike, *, overwrite: bool = False) -> list[Path]:
-    """Copy a package to ``dest`` atomically, unpacking packed files to plain (mappable) GGUFs.
-
-    Every byte is read once: a plain file is hashed as it is copied, and a packed one is decoded by
-    ``unpack``, which checks the original's sha256 (compared here with the manifest's) before it writes
-    the file into place. Any mismatch names the file and leaves nothing at ``dest``.
-    """
-    directory, dest = Path(directory), Path(dest)
-    m = read_json(directory / "manifest.json", "manifest")
-    if not isinstance(m, dict) or not isinstance(m.get("files"), list):
-        raise InputError(f"{directory}/manifest.json: not a gguf-tools manifest")
-    plain = [e.get("unpacks_to", e) for e in m["files"]]
-    check_free_space(dest.parent if str(dest.parent) else Path("."), sum(e["bytes"] for e in plain))
-    with _staging(dest, overwrite) as work:
-        for e in m["files"]:
-            src = directory / e["path"]
-            if not src.is_file():
-                raise InputError(f"{src}: missing")
-            if "unpacks_to" in e:
-                from ..packed import unpack
-
-                want = e["unpacks_to"]
-                got = unpack(src, work / want["path"])
-                if got.sha256 != want["sha256"] or got.original_size != want["bytes"]:
-                    raise InputError(f"{src}: unpacks to sha256 {got.sha256}, the manifest says {want['sha256']}")
-            else:
-                digest = _copy_hashed(src, work / e["path"])
-                if digest != e["sha256"]:
-                    raise InputError(f"{src}: sha256 {digest}, the manifest says {e['sha256']}")
-        write_manifest(work / "manifest.json", {**m, "files": plain})
-    return [dest / e["path"] for e in plain] + [dest / "manifest.json"]
-
-
-def _copy_hashed(src: Path, dst: Path) -> str:
-    h = hashlib.sha256()
-    with open(src, "rb") as fi, open(dst, "wb") as fo:
-        while chunk := fi.read(_CHUNK):
-            h.update(chunk)
-            fo.write(chunk)
-        fo.flush()
-        os.fsync(fo.fileno())
-    return h.hexdigest()

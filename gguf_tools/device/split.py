@@ -21,7 +21,7 @@ from pathlib import Path
 import gguf
 
 from ..errors import InputError, OutputError
-from ..files import atomic_output, check_free_space
+from ..files import COPY_CHUNK, atomic_output, check_free_space
 from ..gguf_file.reader import GGUFFile, TensorInfo
 
 V = gguf.GGUFValueType
@@ -29,7 +29,6 @@ SPLIT_NO, SPLIT_COUNT, SPLIT_TENSORS = "split.no", "split.count", "split.tensors
 SPLIT_SHA = "split.original.sha256"
 _SPLIT_KEYS = {SPLIT_NO, SPLIT_COUNT, SPLIT_TENSORS, SPLIT_SHA}
 _SHARD = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
-_CHUNK = 16 << 20
 
 KV = tuple[str, bytes]   # a key and its value as GGUF encodes it (type tag and payload)
 
@@ -75,7 +74,7 @@ def _split_kvs(no: int, count: int, n_tensors: int) -> list[KV]:
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
+        while chunk := fh.read(COPY_CHUNK):
             h.update(chunk)
     return h.hexdigest()
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import gguf
-
 from ..errors import InputError
+from .constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
-Q = gguf.GGMLQuantizationType
+Q = GGMLQuantizationType
 GGUFShape = tuple[int, ...]  # row length first
 
 
@@ -28,12 +27,12 @@ def numpy_shape(shape: Sequence[int]) -> tuple[int, ...]:
 
 def block(qtype: Q) -> tuple[int, int]:
     """(values per block, bytes per block) of ``qtype``."""
-    return gguf.GGML_QUANT_SIZES[qtype]
+    return GGML_QUANT_SIZES[qtype]
 
 
 def row_bytes(qtype: Q, n_per_row: int) -> int:
     """Bytes of one row of ``n_per_row`` values; the row must be whole blocks."""
-    n_block, size = gguf.GGML_QUANT_SIZES[qtype]
+    n_block, size = GGML_QUANT_SIZES[qtype]
     if n_per_row < 0 or n_per_row % n_block:
         raise InputError(f"row length {n_per_row} is not a multiple of {Q(qtype).name}'s block of {n_block}")
     return n_per_row // n_block * size
@@ -55,5 +54,5 @@ def tensor_nbytes(shape: GGUFShape, qtype: Q) -> int:
 
 def bits_per_weight(qtype: Q) -> float:
     """Storage bits per value of ``qtype`` (4.5 for Q4_K: 144 bytes per 256 values)."""
-    n_block, size = gguf.GGML_QUANT_SIZES[qtype]
+    n_block, size = GGML_QUANT_SIZES[qtype]
     return 8.0 * size / n_block

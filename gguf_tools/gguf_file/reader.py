@@ -13,16 +13,17 @@ import mmap
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import gguf
-import numpy as np
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import InputError
+from .constants import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGMLQuantizationType, GGUFValueType, Keys
 from .layout import GGUFShape, n_elements, numpy_shape, tensor_nbytes
 
-V = gguf.GGUFValueType
-Q = gguf.GGMLQuantizationType
+if TYPE_CHECKING:
+    import numpy as np
+
+V = GGUFValueType
+Q = GGMLQuantizationType
 Values = Literal["raw", "scalars", "all"]
 
 MAGIC = b"GGUF"
@@ -166,6 +167,8 @@ def _decode(cur: _Cursor, vtype: V, depth: int) -> Any:
     if sub in _SCALARS:
         s = _SCALARS[sub]
         raw = cur.take(count * s.size, "value")
+        import numpy as np  # here, not at the top: reading a header alone (unpack, install) never needs it
+
         dtype = np.bool_ if sub == V.BOOL else np.dtype(s.format)
         return np.frombuffer(raw, dtype=dtype).tolist()
     if sub == V.STRING:
@@ -270,13 +273,13 @@ class GGUFFile:
 
     # -- checks ----------------------------------------------------------------------------
     def _alignment(self) -> int:
-        f = self.fields.get(gguf.Keys.General.ALIGNMENT)
+        f = self.fields.get(Keys.General.ALIGNMENT)
         if f is None:
-            return gguf.GGUF_DEFAULT_ALIGNMENT
+            return GGUF_DEFAULT_ALIGNMENT
         value = f.contents() if f.types[0] == V.UINT32 else None
         if value is None or value <= 0 or value & (value - 1) or value > MAX_ALIGNMENT:
             shown = f.types[0].name if value is None else value
-            raise InputError(f"{self.what}: {gguf.Keys.General.ALIGNMENT} must be a power-of-two UINT32, got {shown}")
+            raise InputError(f"{self.what}: {Keys.General.ALIGNMENT} must be a power-of-two UINT32, got {shown}")
         return value
 
     def _tensor_info(self, cur: _Cursor, i: int) -> TensorInfo:
@@ -293,7 +296,7 @@ class GGUFFile:
         tag = cur.u32(f"{where}'s type")
         try:
             qtype = Q(tag)
-            gguf.GGML_QUANT_SIZES[qtype]
+            GGML_QUANT_SIZES[qtype]
         except (ValueError, KeyError):
             raise cur.fail(f"{where} has unknown tensor type {tag}") from None
         offset = cur.u64(f"{where}'s offset")
@@ -335,13 +338,13 @@ class GGUFFile:
 
     @property
     def architecture(self) -> str:
-        arch = self.get(gguf.Keys.General.ARCHITECTURE)
+        arch = self.get(Keys.General.ARCHITECTURE)
         if not isinstance(arch, str) or not arch:
-            raise InputError(f"{self.what}: no {gguf.Keys.General.ARCHITECTURE}")
+            raise InputError(f"{self.what}: no {Keys.General.ARCHITECTURE}")
         return arch
 
     def arch_get(self, key: str, default: Any = None) -> Any:
-        """A per-architecture key (a ``gguf.Keys.LLM``/``Attention``/``Rope`` template) of this model."""
+        """A per-architecture key (a ``Keys.LLM``/``Attention``/``Rope`` template) of this model."""
         return self.get(key.format(arch=self.architecture), default)
 
     def positive_int(self, key: str) -> int:
@@ -356,6 +359,8 @@ class GGUFFile:
         types, else uint8 rows (rows, row bytes)."""
         if self._buf is None:
             raise InputError(f"{self.what}: only the header was read, not the tensor data")
+        import numpy as np
+
         begin = self.data_offset + t.offset
         shape = numpy_shape(t.shape)
         if t.ggml_type in (Q.F32, Q.F16):
@@ -367,5 +372,5 @@ class GGUFFile:
 
 def adds_bos(f: GGUFFile) -> bool:
     """Whether the model's tokenizer starts a text with BOS (llama.cpp's default when unsaid: yes)."""
-    value = f.get(gguf.Keys.Tokenizer.ADD_BOS)
+    value = f.get(Keys.Tokenizer.ADD_BOS)
     return True if value is None else bool(value)

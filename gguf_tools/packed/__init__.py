@@ -11,39 +11,29 @@ reference (a pure-Python decoder that tests and the fuzzer hold the C decoder to
 """
 from __future__ import annotations
 
-from .decode import (
-    FieldInfo,
-    PackedHeader,
-    PackInfo,
-    TensorPackInfo,
-    is_packed,
-    pack_info,
-    read_packed_header,
-    unpack,
-    unpack_to_memory,
-)
-from .encode import CHUNK_TARGET, MIN_SAVING, PackStats, pack
-from .memfile import Unpacking, open_for_llama, open_gguf, unpack_for_llama
+import importlib
 
 SUFFIX = ".ggpk"  # a packed file's name: model.gguf <-> model.ggpk
 
-__all__ = [
-    "CHUNK_TARGET",
-    "MIN_SAVING",
-    "SUFFIX",
-    "FieldInfo",
-    "PackInfo",
-    "PackStats",
-    "PackedHeader",
-    "TensorPackInfo",
-    "Unpacking",
-    "is_packed",
-    "open_for_llama",
-    "open_gguf",
-    "pack",
-    "pack_info",
-    "read_packed_header",
-    "unpack",
-    "unpack_for_llama",
-    "unpack_to_memory",
-]
+# name -> the module that defines it, imported on first use: encoding needs NumPy, unpacking does not
+_LAZY = {
+    "FieldInfo": "decode", "PackInfo": "decode", "PackedHeader": "decode", "TensorPackInfo": "decode",
+    "is_packed": "decode", "pack_info": "decode", "read_packed_header": "decode", "unpack": "decode",
+    "unpack_to_memory": "decode",
+    "CHUNK_TARGET": "encode", "MIN_SAVING": "encode", "PackStats": "encode", "pack": "encode",
+    "Unpacking": "memfile", "open_for_llama": "memfile", "open_gguf": "memfile", "unpack_for_llama": "memfile",
+}
+
+__all__ = sorted([*_LAZY, "SUFFIX"])
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

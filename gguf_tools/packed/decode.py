@@ -3,6 +3,10 @@
 Opening checks the fixed header and the kept GGUF header's CRC; the index is then checked either in
 Python (``check``: its objects are kept, for inspection) or in C while building the decoder's jobs
 (``decode_jobs``: decoding starts sooner). Both apply format.py's rules.
+
+Unpacking to a file streams: a window of chunks is decoded (on threads, in C) while the window before it
+is hashed and written by another thread, so memory holds two windows, not the file. Nothing here imports
+NumPy (format.py does, for ``check`` and ``pack_info`` only): ``gguf-tools unpack`` starts fast.
 """
 from __future__ import annotations
 
@@ -10,31 +14,22 @@ import contextlib
 import hashlib
 import mmap
 import os
+import queue
+import threading
+from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-import numpy as np
+from typing import TYPE_CHECKING, Literal
 
 from ..errors import InputError, ResourceError, UnsupportedError
 from ..files import atomic_output
 from ..gguf_file.reader import GGUFFile, TensorInfo
 from ..system import check_threads
-from .format import (
-    HEADER_SIZE,
-    MAGIC,
-    MODE_NAMES,
-    MODE_RAW,
-    NO_TENSOR,
-    FixedHeader,
-    PackIndex,
-    crc32c,
-    field_name,
-    parse_header,
-    parse_index,
-    read_view,
-    validate,
-)
+from .header import HEADER_SIZE, MAGIC, FixedHeader, crc32c, parse_header, read_view
+
+if TYPE_CHECKING:
+    from .format import PackIndex
 
 # How far opening a packed file checks it: the fixed header and the kept GGUF header only, or also the index.
 Checks = Literal["header", "index"]
@@ -104,7 +99,7 @@ class _Packed:
         hand the GGUF header on; ``check()`` then parses and cross-checks the rest, or ``decode_jobs()``
         checks it in C for decoding alone."""
         self.path = Path(path)
-        self._jobs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._jobs: tuple[bytes, bytes, bytes] | None = None
         what = str(self.path)
         try:
             self._fh = open(self.path, "rb")  # noqa: SIM115  (held open for the mapping's lifetime)
@@ -135,6 +130,8 @@ class _Packed:
 
     def check(self, keep_values: bool = False) -> None:
         """Parse the kept GGUF header and the index, and check that they agree."""
+        from .format import parse_index, validate
+
         h, what = self.header, str(self.path)
         self.view: GGUFFile = read_view(self.prefix, h, what, keep_values)
         raw_index = self.mm[h.index_offset:h.index_offset + h.index_size]
@@ -143,24 +140,23 @@ class _Packed:
         self.index: PackIndex = parse_index(raw_index, h, what, 2 * len(self.view.tensors) + 1)
         validate(h, self.view, self.index, what)
 
-    def decode_jobs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """What the C decoder takes (jobs, layout words, tables), with the index checked in C by the
-        rules ``check()`` applies, without building its Python objects: decoding starts sooner."""
+    def decode_jobs(self) -> tuple[bytes, bytes, bytes]:
+        """What the C decoder takes (jobs: int64 [n][6]; layout words: int32; tables: uint8 [n][256]), with the
+        index checked in C by the rules ``check()`` applies, without building its Python objects: decoding
+        starts sooner."""
         if self._jobs is None:
             h, what = self.header, str(self.path)
             view = getattr(self, "view", None) or read_view(self.prefix, h, what, False)
+            self.view = view
             raw_index = self.mm[h.index_offset:h.index_offset + h.index_size]
             if crc32c(raw_index) != h.index_crc:
                 raise InputError(f"{what}: index checksum mismatch")
-            spans = np.array([_span(view.data_offset + t.offset, t.nbytes) for t in view.tensors],
-                             dtype=np.int64).reshape(-1, 2)
+            spans = array("q", [x for t in view.tensors for x in _span(view.data_offset + t.offset, t.nbytes)])
             try:
-                jobs, words, tables = _native().plan(raw_index, h.original_size, h.prefix_size, h.index_offset,
-                                                     2 * len(view.tensors) + 1, spans.tobytes())
+                self._jobs = _native().plan(raw_index, h.original_size, h.prefix_size, h.index_offset,
+                                            2 * len(view.tensors) + 1, spans.tobytes())
             except ValueError as e:
                 raise InputError(f"{what}: {e}") from None
-            self._jobs = (np.frombuffer(jobs, np.int64).reshape(-1, 6), np.frombuffer(words, np.int32),
-                          np.frombuffer(tables, np.uint8).reshape(-1, 256))
         return self._jobs
 
     def close(self) -> None:
@@ -216,8 +212,12 @@ class _Packed:
 
     def packed_header(self) -> PackedHeader:
         h = self.header
+        n_chunks = len(self.index.chunks) if hasattr(self, "index") else len(self.decode_jobs()[0]) // _JOB_BYTES
         return PackedHeader(self.path, h.version, h.original_size, self.size, h.sha256.hex(), bytes(self.prefix),
-                            self.view, len(self.index.chunks), h.chunk_target)
+                            self.view, n_chunks, h.chunk_target)
+
+
+_JOB_BYTES = 6 * 8  # one row of the decode plan: src_off, src_len, dst_off, dst_len, crc32c, layout offset
 
 
 def _span(offset: int, nbytes: int | None) -> tuple[int, int]:
@@ -244,6 +244,10 @@ def read_packed_header(path: str | os.PathLike) -> PackedHeader:
 
 def pack_info(path: str | os.PathLike) -> PackInfo:
     """Per-tensor and per-field sizes, raw and packed, for an inspect command."""
+    import numpy as np
+
+    from .format import MODE_NAMES, MODE_RAW, NO_TENSOR, field_name
+
     with _Packed(Path(path), keep_values=True) as p:
         chunks = p.index.chunks
         tensors: list[TensorPackInfo] = []
@@ -274,18 +278,147 @@ def pack_info(path: str | os.PathLike) -> PackInfo:
 
 # ---------------------------------------------------------------- unpacking
 
-def unpack(src: str | os.PathLike, dst: str | os.PathLike, *, threads: int | None = None) -> PackedHeader:
+WINDOW = 4 << 20  # decoded bytes per step: a few chunks for the threads to share
+BUFFERS = 3        # windows in flight: one being decoded, the ones before it being hashed and written
+
+Progress = Callable[[int, int], None]  # (bytes written, total)
+
+
+def unpack(src: str | os.PathLike, dst: str | os.PathLike, *, threads: int | None = None,
+           progress: Progress | None = None) -> PackedHeader:
     """Restore the original GGUF byte for byte; the sha256 is checked before ``dst`` appears.
-    Returns the packed file's header (size and sha256 of what was written)."""
-    with _Packed(Path(src)) as p:
+    Returns the packed file's header (size and sha256 of what was written).
+
+    Memory stays at a few windows of decoded data and the decoder's per-thread scratch, whatever the
+    file's size. ``dst`` appears by an atomic rename of a temporary file, after an fsync (see
+    files.atomic_output); on any error, Ctrl-C included, nothing is left behind.
+    """
+    n = check_threads(threads)
+    with _Packed(Path(src), checks="header") as p:
         size = p.header.original_size
-        with atomic_output(Path(dst), needed=size) as tmp, open(tmp, "r+b") as fh:
-            os.pwrite(fh.fileno(), p.prefix, 0)
-            p.decode_to_fd(fh.fileno(), threads)
-            if os.fstat(fh.fileno()).st_size != size:
-                raise InputError(f"{src}: unpacked data is {os.fstat(fh.fileno()).st_size} bytes, not {size}")
-            p.check_file_sha256(fh.fileno())
+        p.decode_jobs()
+        with atomic_output(Path(dst), needed=size) as tmp:
+            fd = os.open(tmp, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+            try:
+                digest = _stream(p, fd, n, progress)
+                written = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+            if written != size:
+                raise InputError(f"{src}: unpacked data is {written} bytes, not {size}")
+            if digest != p.header.sha256:
+                raise InputError(f"{src}: sha256 of the unpacked data does not match the packed file's record")
         return p.packed_header()
+
+
+def _windows(jobs: bytes, start: int, size: int, what: str) -> list[tuple[int, int, int, int]]:
+    """(first job, end job, output offset, bytes) per window: consecutive chunks up to WINDOW bytes.
+    The plan's chunks must tile the output in order after the GGUF header (plan() checks as much)."""
+    rows = memoryview(jobs).cast("q")
+    out: list[tuple[int, int, int, int]] = []
+    first, at, pos = 0, start, start
+    for j in range(len(rows) // 6):
+        d_off, d_len = rows[6 * j + 2], rows[6 * j + 3]
+        if d_off != pos:
+            raise InputError(f"{what}: chunk {j} is out of order")
+        if pos + d_len - at > WINDOW and j > first:
+            out.append((first, j, at, pos - at))
+            first, at = j, pos
+        pos += d_len
+    if pos != size:
+        raise InputError(f"{what}: chunks end at {pos}, the original file at {size}")
+    if pos > at:
+        out.append((first, len(rows) // 6, at, pos - at))
+    return out
+
+
+def _stream(p: _Packed, fd: int, threads: int, progress: Progress | None) -> bytes:
+    """Write the original file to ``fd``; return its sha256. This thread decodes a window (the GIL released
+    in C, on ``threads`` threads) while one thread hashes and another writes the windows before it
+    (hashlib and os.pwrite release the GIL too): the three costs overlap instead of adding up."""
+    h = p.header
+    jobs, words, tables = p.decode_jobs()
+    windows = _windows(jobs, h.prefix_size, h.original_size, str(p.path))
+    digest = hashlib.sha256(p.prefix)
+    _pwrite_all(fd, p.prefix, 0)
+    if not windows:
+        return digest.digest()
+    rows = memoryview(jobs).cast("q")
+    try:
+        buffers = [bytearray(max(w[3] for w in windows)) for _ in range(min(BUFFERS, len(windows)))]
+    except MemoryError:
+        raise ResourceError(f"{p.path}: not enough memory to decode") from None
+    errors: list[BaseException] = []
+    stages = [_Stage(lambda view, at: digest.update(view), errors),
+              _Stage(lambda view, at: _pwrite_all(fd, view, at), errors)]
+    native, page = _native(), mmap.PAGESIZE
+    in_flight, done = 0, h.prefix_size
+    try:
+        for k, (first, end, at, n) in enumerate(windows):
+            if in_flight == len(buffers):  # the oldest window's buffer is next: wait until both stages are done
+                for stage in stages:
+                    stage.done.get()
+                in_flight -= 1
+            if errors:
+                break
+            buf = buffers[k % len(buffers)]
+            try:
+                native.decode(p.mm, buf, jobs[first * _JOB_BYTES:end * _JOB_BYTES], words, tables, threads=threads,
+                              base=at)
+            except ValueError as e:
+                raise InputError(f"{p.path}: corrupt packed data: {e}") from None
+            except MemoryError:
+                raise ResourceError(f"{p.path}: not enough memory to decode") from None
+            # the packed bytes just decoded are not read again: drop them from this process (they stay cached)
+            lo = rows[6 * first] // page * page
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                p.mm.madvise(mmap.MADV_DONTNEED, lo, rows[6 * (end - 1)] + rows[6 * (end - 1) + 1] - lo)
+            for stage in stages:
+                stage.work.put((buf, at, n))
+            in_flight += 1
+            done += n
+            if progress:
+                progress(done, h.original_size)
+    finally:
+        for stage in stages:
+            stage.stop()
+    if errors:
+        raise errors[0]
+    return digest.digest()
+
+
+class _Stage:
+    """A thread applying ``fn(view, offset)`` to each decoded window in order; the first error stops the work
+    (it is raised by the caller) but not the acknowledgements, so the caller never waits forever."""
+
+    def __init__(self, fn: Callable[[memoryview, int], None], errors: list[BaseException]):
+        self.work: queue.SimpleQueue = queue.SimpleQueue()
+        self.done: queue.SimpleQueue = queue.SimpleQueue()
+        self._fn, self._errors = fn, errors
+        self._thread = threading.Thread(target=self._run, name="gguf-unpack-stage", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self.work.get()) is not None:
+            buf, at, n = item
+            if not self._errors:
+                try:
+                    with memoryview(buf) as whole, whole[:n] as view:
+                        self._fn(view, at)
+                except BaseException as e:  # noqa: BLE001  (raised in the caller's thread)
+                    self._errors.append(e)
+            self.done.put(None)
+
+    def stop(self) -> None:
+        self.work.put(None)
+        self._thread.join()
+
+
+def _pwrite_all(fd: int, data, offset: int) -> None:
+    with memoryview(data) as view:
+        while len(view):
+            n = os.pwrite(fd, view, offset)
+            view, offset = view[n:], offset + n
 
 
 def unpack_to_memory(src: str | os.PathLike, *, threads: int | None = None, verify: bool = True) -> bytearray:

@@ -24,7 +24,6 @@ from .decode import _native, is_packed
 from .format import (
     CHUNK_DTYPE,
     GAP_LAYOUT,
-    HEADER_SIZE,
     MAX_BITS,
     MODE_CTX,
     MODE_HUFF,
@@ -34,17 +33,15 @@ from .format import (
     NO_TENSOR,
     PALETTE_BIASES,
     TABLE_BYTES,
-    VERSION,
     Field,
     FieldCoding,
     FixedHeader,
     Section,
-    crc32c,
-    encode_header,
     encode_index,
     layout_for,
     layout_words,
 )
+from .header import HEADER_SIZE, VERSION, crc32c, encode_header
 
 CHUNK_TARGET = 1 << 20      # decoded bytes per chunk: many chunks per thread, tables built once per chunk
 MIN_SAVING = 0.05           # default: fields whose coding saves under 5% (4-6-bit quants) stay raw:
