@@ -8,6 +8,9 @@ from the llama.cpp sources inside the llama-cpp-python sdist (the same portable 
 library). Each imatrix then drives `llama_model_quantize` to Q4_K_M, and the files are scored
 against the F16 model on eval.txt (mean KLD, top-1). The columns also compare the two matrices
 directly: the median over entries of the relative difference of the per-column mean squares.
+The two collections alternate ``BENCH_RUNS`` times and the times are medians, so the load of a
+shared machine falls on both alike; ``BENCH_IMATRIX_ONLY=1`` stops after the timing (no quantize
+and scoring).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from statistics import median
 
 import numpy as np
 
@@ -23,6 +27,7 @@ from bench.common import CACHE, llama_cpp_source
 
 CHUNKS = int(os.environ.get("BENCH_IMATRIX_CHUNKS", "16"))
 EVAL_CHUNKS = int(os.environ.get("BENCH_EVAL_CHUNKS", "16"))
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 FLAGS = ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON"]
 
 
@@ -40,19 +45,23 @@ def llama_imatrix_tool() -> Path:
     return tool
 
 
-def collect_both(f16: Path) -> tuple[Path, float, Path, float]:
+def collect_both(f16: Path) -> tuple[Path, list[float], Path, list[float]]:
+    """Both collections RUNS times, alternating (the load of a shared machine falls on both); seconds each."""
     from gguf_tools.imatrix.collect import collect_imatrix
 
     calibration = DATA / "calibration.txt"
     ours, theirs = WORK / f"imatrix-ours-{CHUNKS}.gguf", WORK / f"imatrix-llama-{CHUNKS}.gguf"
-    start = time.perf_counter()
-    collect_imatrix(f16, calibration.read_text(encoding="utf-8"), ours, ctx=512, chunks=CHUNKS, threads=THREADS)
-    t_ours = time.perf_counter() - start
-    start = time.perf_counter()
-    subprocess.run([str(llama_imatrix_tool()), "-m", str(f16), "-f", str(calibration), "-o", str(theirs),
-                    "-c", "512", "--chunks", str(CHUNKS), "-t", str(THREADS), "-b", "512"],
-                   check=True, capture_output=True)
-    t_theirs = time.perf_counter() - start
+    tool = llama_imatrix_tool()
+    t_ours, t_theirs = [], []
+    for _ in range(RUNS):
+        start = time.perf_counter()
+        collect_imatrix(f16, calibration.read_text(encoding="utf-8"), ours, ctx=512, chunks=CHUNKS, threads=THREADS)
+        t_ours.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        subprocess.run([str(tool), "-m", str(f16), "-f", str(calibration), "-o", str(theirs),
+                        "-c", "512", "--chunks", str(CHUNKS), "-t", str(THREADS), "-b", "512"],
+                       check=True, capture_output=True)
+        t_theirs.append(time.perf_counter() - start)
     return ours, t_ours, theirs, t_theirs
 
 
@@ -72,6 +81,12 @@ def run() -> str:
     f16 = f16_reference()
     ours, t_ours, theirs, t_theirs = collect_both(f16)
     n_ours, n_theirs, med, p90 = difference(ours, theirs)
+    timing = (f"Calibration: calibration.txt, {CHUNKS} chunks of 512 tokens, {THREADS} threads. Collection time,"
+              f" median of {RUNS} alternating runs: gguf-tools imatrix {median(t_ours):.1f} s, llama-imatrix"
+              f" {median(t_theirs):.1f} s; speed ours / llama-imatrix = {median(t_theirs) / median(t_ours):.2f}x"
+              f" (runs: {', '.join(f'{t:.1f}' for t in t_ours)} / {', '.join(f'{t:.1f}' for t in t_theirs)}).")
+    if os.environ.get("BENCH_IMATRIX_ONLY"):
+        return timing + f" Entries: {n_ours} (ours), {n_theirs} (llama-imatrix); median difference {100 * med:.2f}%."
     made = []
     for tool, quantize in (("llama_model_quantize", llama_quantize), ("gguf-tools", our_quantize)):
         for label, imat in (("none", None), ("llama-imatrix", theirs), ("gguf-tools imatrix", ours)):
@@ -81,8 +96,8 @@ def run() -> str:
     scores = evaluate_many([m[2] for m in made], f16, (DATA / "eval.txt").read_text(encoding="utf-8"),
                            max_chunks=EVAL_CHUNKS)
     lines = [
-        f"Calibration: calibration.txt, {CHUNKS} chunks of 512 tokens, {THREADS} threads. Collection time:"
-        f" gguf-tools imatrix {t_ours:.1f} s, llama-imatrix {t_theirs:.1f} s. Entries: {n_ours} (ours),"
+        timing +
+        f" Entries: {n_ours} (ours),"
         f" {n_theirs} (llama-imatrix); per-column mean squares differ by a median of {100 * med:.2f}%"
         f" (90th percentile over matrices {100 * p90:.2f}%).",
         "",

@@ -24,6 +24,7 @@
 #endif
 
 #include "kernels_table.h"
+#include "gemm.h"
 
 /* ------------------------------------------ helpers ------------------------------------------ */
 
@@ -265,6 +266,30 @@ static PyObject *py_matmul(PyObject *self, PyObject *args) {
         result = Py_NewRef(Py_None);
         goto done;
     }
+#if defined(SIMD_ON_X86)
+    if (t->act == ACT_F32 && batch >= GEMM_MIN_BATCH && (level == SIMD_AVX2 || level == SIMD_AVX512)) {
+        const int kind = type_id == GGML_TYPE_F32 ? 0 : type_id == GGML_TYPE_F16 ? 1 : 2;
+        const size_t per_tok = (size_t)n_in * (size_t)n_out, B = (size_t)batch;
+        size_t chunk = CHUNK_WORK / per_tok + 1; /* tokens between Ctrl-C checks */
+        if (chunk < GEMM_TB) chunk = GEMM_TB;
+        for (size_t b = 0; b < B; b += chunk) {
+            const size_t nb = B - b < chunk ? B - b : chunk;
+            int rc;
+            Py_BEGIN_ALLOW_THREADS
+            rc = gemm_float_avx2(kind, wb.buf, row_bytes, (size_t)n_out, (size_t)n_in,
+                                 (const float *)xb.buf + b * (size_t)n_in, nb, (float *)yb.buf + b * (size_t)n_out,
+                                 threads);
+            Py_END_ALLOW_THREADS
+            if (rc != 0) {
+                failed_alloc = 1;
+                goto done;
+            }
+            if (PyErr_CheckSignals() != 0) goto done;
+        }
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+#endif
     {
         const size_t B = (size_t)batch, N = (size_t)n_in, M = (size_t)n_out;
         const size_t nb_act = t->act == ACT_Q256 ? N / QK_K : N / 32;

@@ -149,6 +149,46 @@ def rope(x: np.ndarray, pos: np.ndarray, n_rot: int, base: float, scale: float, 
     return rope_apply(x, cos, sin, n_rot, neox)
 
 
+QUERY_BLOCK = 128  # queries per scores matrix: (128 x group) rows x keys stays in cache
+
+
+def attend(q: np.ndarray, K: np.ndarray, V: np.ndarray, pos: np.ndarray, n_swa: int,
+           threads: int | None) -> np.ndarray:
+    """softmax(q K^T / sqrt(d)) V under the causal mask (and the sliding window, n_swa > 0).
+
+    q: (T, n_head, d) at positions ``pos``; K, V: (S, n_head_kv, d) for positions 0..S-1. Per KV
+    head and block of queries, the query heads that share it go through the native GEMM together,
+    over only the keys the block can see; the mask is one added row of 0 / -inf, softmax float32.
+    Returns (T, n_head * d) float32.
+    """
+    T, n_head, d = q.shape
+    n_kv = K.shape[1]
+    group = n_head // n_kv
+    qg = (q / np.float32(np.sqrt(d))).reshape(T, n_kv, group, d)
+    out = np.empty((T, n_kv, group, d), np.float32)
+    f32 = gguf.GGMLQuantizationType.F32
+    for h in range(n_kv):
+        k_h = np.ascontiguousarray(K[:, h])
+        v_t = np.ascontiguousarray(V[:, h].T)  # (d, S): P @ V is x @ W.T with W = V^T
+        for a in range(0, T, QUERY_BLOCK):
+            b = min(T, a + QUERY_BLOCK)
+            lo, hi = (max(0, int(pos[a]) - n_swa + 1) if n_swa else 0), int(pos[b - 1]) + 1
+            rows = np.ascontiguousarray(qg[a:b, h]).reshape((b - a) * group, d)
+            s = kernels.matmul(f32, k_h[lo:hi], (hi - lo, d), rows, threads=threads).reshape(b - a, group, hi - lo)
+            keys = np.arange(lo, hi)
+            mask = keys[None, :] > pos[a:b, None]
+            if n_swa:
+                mask |= keys[None, :] <= pos[a:b, None] - n_swa
+            s += np.where(mask, np.float32(-np.inf), np.float32(0))[:, None, :]
+            s -= s.max(-1, keepdims=True)
+            np.exp(s, out=s)
+            s /= s.sum(-1, keepdims=True)
+            v = v_t if lo == 0 and hi == v_t.shape[1] else np.ascontiguousarray(v_t[:, lo:hi])
+            y = kernels.matmul(f32, v, (d, hi - lo), s.reshape(-1, hi - lo), threads=threads)
+            out[a:b, h] = y.reshape(b - a, group, d)
+    return out.reshape(T, n_head * d)
+
+
 Observer = Callable[[str, np.ndarray], None]
 
 
@@ -237,18 +277,8 @@ class Engine:
         self.k_cache[i, start : start + T] = k
         self.v_cache[i, start : start + T] = v
         K, V = self.k_cache[i, : start + T], self.v_cache[i, : start + T]
-        group = c.n_head // c.n_head_kv
-        qg = q.reshape(T, c.n_head_kv, group, c.head_dim)
-        scores = np.einsum("tkgd,skd->kgts", qg, K) / np.float32(np.sqrt(c.head_dim))
-        key_pos = np.arange(start + T)
-        mask = key_pos[None, :] > pos[:, None]
-        if swa and c.n_swa:
-            mask |= key_pos[None, :] <= pos[:, None] - c.n_swa
-        scores = np.where(mask[None, None], np.float32(-np.inf), scores)
-        scores = np.exp(scores - scores.max(-1, keepdims=True))
-        scores /= scores.sum(-1, keepdims=True)
-        out = np.einsum("kgts,skd->tkgd", scores, V).reshape(T, c.n_head * c.head_dim)
-        return self.linear(p + "attn_output.weight", np.ascontiguousarray(out, dtype=np.float32))
+        out = attend(q, K, V, pos, c.n_swa if swa else 0, self.threads)
+        return self.linear(p + "attn_output.weight", out)
 
     def mlp(self, i: int, x: np.ndarray) -> np.ndarray:
         p = f"blk.{i}."
