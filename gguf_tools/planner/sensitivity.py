@@ -1,0 +1,213 @@
+"""How much each tensor's quantization to each candidate type costs the model, in predicted KLD.
+
+Two measurements, both on real data:
+
+1. Per tensor x candidate, the activation-weighted squared error ``sum_ij a_j (w_ij - q_ij)^2`` of the block bytes the
+   writer would produce (the same quantizer, the same importance and search), on a deterministic sample of rows scaled
+   to the whole tensor. ``a_j`` is the mean squared input of column j, collected while the reference model reads the
+   calibration text: the error a column makes counts as much as that column's input is large.
+2. Per group of tensors (a role in a band of layers; the embedding; the output), the end-to-end KLD of the reference
+   engine when the group alone is quantized to a probe type, on held-out calibration text. Its ratio to the group's
+   weighted error at the probe type is the group's scale ``alpha``: predicted dKLD = alpha * weighted error.
+
+A probe reruns the model only from the first layer of its band (the residual stream entering it is kept from the
+reference pass), and an output probe only the output matrix.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import gguf
+import numpy as np
+
+from ..gguf_file.layout import numpy_shape
+from ..gguf_file.reader import GGUFFile, TensorInfo
+from .candidates import dequantize
+
+Q = gguf.GGMLQuantizationType
+
+PROBE = Q.Q4_0       # the type every group is perturbed with: valid for any row of 32s, near the bits plans use
+MAX_ROWS = 128       # rows sampled per tensor for the weighted error
+BANDS = 3            # layer bands per role: probes are (role x band), plus the embedding and the output
+CTX = 96             # tokens of held-out calibration text per probe
+
+_BLOCK = re.compile(r"blk\.(\d+)\.(.+)\.weight$")
+
+
+@dataclass
+class ErrorTask:
+    """One tensor's sample, with everything a worker needs (no file access)."""
+
+    name: str
+    rows: np.ndarray                 # (sampled rows, row length) float32
+    scale: float                     # the tensor's rows / sampled rows
+    types: tuple[int, ...]
+    importance: np.ndarray | None    # what the quantizer weighs (the user's imatrix), or None
+    weights: np.ndarray | None       # what the error weighs (mean squared activations), or None: uniform
+    search: str
+
+
+def tensor_errors(task: ErrorTask) -> dict[str, float]:
+    """{type name: weighted squared error of the whole tensor at that type}, from the row sample."""
+    from ..quantize import quantize
+
+    w = task.rows
+    a = np.ones(w.shape[1], np.float64) if task.weights is None else task.weights.astype(np.float64)
+    out = {}
+    for t in map(Q, task.types):
+        if t == Q.F16:
+            deq = w.astype(np.float16).astype(np.float32)
+        elif t == Q.F32:
+            deq = w
+        else:
+            blocks = quantize(w, t, task.importance, search=task.search, threads=1)
+            deq = dequantize(t, blocks, w.shape)
+        e = (deq - w).astype(np.float64)
+        out[t.name] = float(np.einsum("ij,ij,j->", e, e, a) * task.scale)
+    return out
+
+
+def group_of(name: str, n_layers: int, bands: int = BANDS) -> str:
+    """``ffn_down@1`` (role in band 1 of ``bands``) for layer tensors, the tensor's own name for the rest."""
+    m = _BLOCK.match(name)
+    if m is None:
+        return name.removesuffix(".weight")
+    return f"{m.group(2)}@{int(m.group(1)) * bands // max(n_layers, 1)}"
+
+
+def sample_rows(f: GGUFFile, t: TensorInfo, max_rows: int = MAX_ROWS) -> tuple[np.ndarray, float]:
+    """Evenly spaced rows of a tensor as float32, and the factor that scales their sum to the whole tensor."""
+    shape = numpy_shape(t.shape)
+    n_rows = int(np.prod(shape[:-1], dtype=np.int64))
+    raw = f.data(t).reshape(n_rows, -1)
+    idx = np.unique(np.linspace(0, n_rows - 1, min(n_rows, max_rows)).round().astype(np.int64))
+    return dequantize(t.ggml_type, np.ascontiguousarray(raw[idx]), (len(idx), shape[-1])), n_rows / len(idx)
+
+
+def column_weights(sum2: dict[str, np.ndarray], count: dict[str, int], name: str) -> np.ndarray | None:
+    """Mean squared input per column of the matmul by ``name`` (None when it never multiplied: uniform)."""
+    if name not in sum2 or not count.get(name):
+        return None
+    return (sum2[name] / count[name]).astype(np.float32)
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def kld(ref_logp: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """KL(reference || model) per position."""
+    logp = log_softmax(logits)
+    return (np.exp(ref_logp) * (ref_logp - logp)).sum(-1)
+
+
+@dataclass
+class Reference:
+    """What the reference pass leaves: log-probabilities, activation statistics, the stream entering each band."""
+
+    logp: np.ndarray
+    sum2: dict[str, np.ndarray]
+    count: dict[str, int]
+    band_inputs: dict[int, np.ndarray] = field(default_factory=dict)   # first layer of the band -> residual stream
+    final: np.ndarray | None = None                                     # normed hidden state before the output
+
+
+def reference_pass(engine, tokens: list[int], band_starts: list[int]) -> Reference:
+    """Run the unquantized model once, keeping what the probes restart from."""
+    sum2: dict[str, np.ndarray] = {}
+    count: dict[str, int] = {}
+
+    def observe(name: str, x: np.ndarray) -> None:
+        x2 = np.asarray(x, np.float32).reshape(-1, x.shape[-1])
+        s = np.einsum("ij,ij->j", x2, x2, dtype=np.float64)
+        sum2[name] = sum2[name] + s if name in sum2 else s
+        count[name] = count.get(name, 0) + x2.shape[0]
+
+    engine.observer = observe
+    try:
+        ref = Reference(np.empty(0), sum2, count)
+        x, pos = embed(engine, tokens)
+        for i in range(engine.cfg.n_layer):
+            if i in band_starts:
+                ref.band_inputs[i] = x.copy()
+            x = engine.block(i, x, pos)
+        ref.final = np.ascontiguousarray(engine.norm("output_norm.weight", x), dtype=np.float32)
+        ref.logp = log_softmax(engine.head(ref.final))
+    finally:
+        engine.observer = None
+    return ref
+
+
+def embed(engine, tokens: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The residual stream entering layer 0, and the positions."""
+    engine.reset()
+    ids = np.asarray(tokens, dtype=np.int64)
+    x = engine.w["token_embd.weight"].rows(ids).astype(np.float32)
+    if engine.cfg.family.embed_scale:
+        x *= np.float32(np.sqrt(engine.cfg.n_embd))
+    return x, np.arange(ids.size)
+
+
+def probe(engine, ref: Reference, tokens: list[int], start: int | None, override: dict[str, np.ndarray]) -> float:
+    """Mean KLD with the weights in ``override`` (dequantized float32) in place, rerunning from layer ``start``
+    (None: only the output matrix; 0 with a changed embedding: from the embedding)."""
+    from ..engine.transformer import Weight
+
+    saved = {n: engine.w[n] for n in override}
+    try:
+        for n, w in override.items():
+            engine.w[n] = Weight(n, Q.F32, w, w.shape)
+        if start is None:
+            h = ref.final
+        else:
+            if "token_embd.weight" in override:
+                x, pos = embed(engine, tokens)
+            else:
+                x, pos = ref.band_inputs[start].copy(), np.arange(len(tokens))
+            for i in range(start, engine.cfg.n_layer):
+                x = engine.block(i, x, pos)
+            h = np.ascontiguousarray(engine.norm("output_norm.weight", x), dtype=np.float32)
+        return float(kld(ref.logp, engine.head(h)).mean())
+    finally:
+        engine.w.update(saved)
+
+
+def quantized_copy(f: GGUFFile, t: TensorInfo, qtype: Q, importance: np.ndarray | None, search: str) -> np.ndarray:
+    """The whole tensor quantized to ``qtype`` and read back as float32 (what a probe puts in place)."""
+    from ..quantize.encode import encode_tensor
+
+    shape = numpy_shape(t.shape)
+    rows = f.data(t).reshape(int(np.prod(shape[:-1], dtype=np.int64)), -1)
+
+    def read(r0: int, r1: int) -> np.ndarray:
+        return dequantize(t.ggml_type, np.ascontiguousarray(rows[r0:r1]), (r1 - r0, shape[-1]))
+
+    blocks = encode_tensor(read, shape, qtype, t.name, importance, search=search)
+    return dequantize(qtype, blocks, shape)
+
+
+def calibrate(engine, f: GGUFFile, ref: Reference, tokens: list[int], groups: dict[str, list[str]],
+              errors: dict[str, dict[str, float]], importance: dict[str, np.ndarray], search: str,
+              first_layer: Callable[[str], int | None]) -> dict[str, float]:
+    """{group: alpha}: measured probe KLD over the group's predicted weighted error at the probe type."""
+    alphas: dict[str, float] = {}
+    for g, names in groups.items():
+        names = [n for n in names if PROBE.name in errors[n]]
+        err = sum(errors[n][PROBE.name] for n in names)
+        if not names or err <= 0:
+            continue
+        infos = {t.name: t for t in f.tensors}
+        override = {n: quantized_copy(f, infos[n], PROBE, importance.get(n), search) for n in names}
+        starts = [first_layer(n) for n in names]
+        start = None if all(s is None for s in starts) and "token_embd.weight" not in override else \
+            min((s for s in starts if s is not None), default=0)
+        alphas[g] = probe(engine, ref, tokens, start, override) / err
+    if alphas:
+        fill = float(np.median(list(alphas.values())))
+        for g in groups:
+            alphas.setdefault(g, fill)
+    return alphas
