@@ -314,6 +314,7 @@ def part_roles(src: Source, kind: str, chunks: int | None) -> str:
         s = sc[p]
         out.append(f"| {role} | {params[role]} | {p.stat().st_size} | {s.mean_kld:.5f} "
                    f"| {1e6 * s.mean_kld / params[role]:.5f} | {s.p99_kld:.4f} | {100 * s.top1:.2f}% |")
+    out += ["", *planner_groups(ref, f)]
     s = sc[mixed]
     size = mixed.stat().st_size
     out += ["", f"Attention at Q8_0, MLP at Q4_K (fallbacks as llama.cpp), the rest as Q4_K_M: {size} bytes,"
@@ -340,6 +341,38 @@ def curve_plans(src: Source, kind: str, chunks: int | None, rows: list[dict], n:
     plans = [p for t in np.linspace(lo, hi, n).astype(int) if (p := plan_file(ref, int(t), imat, verify=False)[0])]
     sc = score(ref, plans, chunks, src.group)
     return sorted(((p, sc[p]) for p in plans), key=lambda ps: ps[0].stat().st_size)
+
+
+def planner_groups(ref: Path, f) -> list[str]:
+    """The planner's own sensitivity (no imatrix, calibration.txt): each group's measured KLD at its probe type,
+    per million parameters. Groups are a role in a third of the layers (0 = first layers)."""
+    if not planner_available():
+        return ["Planner sensitivity: not run (planner not available)."]
+    from gguf_tools.planner.measure import measure
+    from gguf_tools.planner.sensitivity import PROBE, group_of
+
+    sens = measure(ref, (DATA / "calibration.txt").read_text(encoding="utf-8"), threads=THREADS)
+    n_layers = f.positive_int(gguf.Keys.LLM.BLOCK_COUNT)
+    params: dict[str, int] = {}
+    for t in f.tensors:
+        if t.name in sens.groups:
+            params[group_of(t.name, n_layers)] = params.get(group_of(t.name, n_layers), 0) + t.n_elements
+    damage = sens.by_group()
+    out = [f"Planner sensitivity (`gguf_tools.planner.measure`, reference engine, held-out calibration text): the"
+           f" predicted KLD of each group alone at {PROBE.name}, per million parameters; a role's three numbers are"
+           " its layer thirds.", "", "| role | parameters | KLD per M parameters, layers 1st / 2nd / 3rd third |",
+           "|---|---|---|"]
+    roles = sorted({g.split("@")[0] for g in damage}, key=lambda r: -max(
+        damage.get(g, 0) / max(params.get(g, 1), 1) for g in damage if g.split("@")[0] == r))
+    for r in roles:
+        gs = sorted(g for g in damage if g.split("@")[0] == r)
+        vals = " / ".join(f"{1e6 * damage[g] / params[g]:.5f}" for g in gs if params.get(g))
+        out.append(f"| {r} | {sum(params.get(g, 0) for g in gs)} | {vals} |")
+    for label, members in (("attention (q, k, v, output)", ATTENTION), ("MLP (gate, up, down)", MLP)):
+        gs = [g for g in damage if g.split("@")[0] in members]
+        total = sum(params.get(g, 0) for g in gs)
+        out.append(f"| {label}, all layers | {total} | {1e6 * sum(damage[g] for g in gs) / max(total, 1):.5f} |")
+    return out
 
 
 def part_reverse(rows: list[dict], plans: list[tuple[Path, Scores]]) -> str:
@@ -407,7 +440,7 @@ def part_prediction(src: Source, kind: str, chunks: int | None) -> str:
     ref = reference(src, kind)
     cache = _load_scores()
     pred, meas = [], []
-    for p in sorted(WORK.glob(f"{_stem(ref)}-plan-*.gguf")):
+    for p in sorted(WORK.glob(f"{_stem(ref)}-plan*-*.gguf")):
         k = f"{ref.name}|{p.name}|{p.stat().st_size}|{chunks or 'all'}"
         v = predicted_kld(p)
         if k in cache and v is not None:
