@@ -63,9 +63,9 @@ def quantize_to_budget(
     (``verify=False`` skips that). ``dst=None`` only plans. ``result.budget`` holds the plan and the figures;
     ``curve=True`` adds the predicted size/KLD curve and the presets' points (for ``--plot``).
     """
-    from .planner.budget import best_rival, plan_budget, predicted, size_curve
+    from .gguf_file.plan_record import HEADER_SLACK, add_plan_metadata
+    from .planner.budget import best_rival, check_reachable, plan_budget, predicted, size_curve
     from .planner.measure import file_kld, measure
-    from .planner.record import HEADER_SLACK, add_plan_metadata
     from .planner.sizes import bpw_bytes
 
     start = time.perf_counter()
@@ -75,8 +75,6 @@ def quantize_to_budget(
     arch = reader.architecture
     n_params = sum(int(np.prod(t.shape)) for t in reader.tensors)
     target = int(target_size) if target_size is not None else bpw_bytes(bpw, n_params)
-    sens = measure(src, calibration, imatrix=imatrix, search=search, cluster=cluster, threads=threads,
-                   cache_dir=cache_dir, events=events)
     importance = None
     if imatrix is not None:
         from .imatrix.file import load_imatrix
@@ -98,6 +96,9 @@ def quantize_to_budget(
 
     floats = {t.name: Q.F16 if t.ggml_type in FLOATS else t.ggml_type for t in reader.tensors}
     header = header_size(arch, metadata(floats, 0.0, "plan"), shaped(floats)) + HEADER_SLACK
+    check_reachable(reader, target, header)
+    sens = measure(src, calibration, imatrix=imatrix, search=search, cluster=cluster, threads=threads,
+                   cache_dir=cache_dir, events=events)
     plan = plan_budget(reader, sens, target, header)
     _check_sources(src, reader, plan.types, allow_requantize)
     rival = best_rival(reader, target, header, has_imatrix=importance is not None)

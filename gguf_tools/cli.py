@@ -613,6 +613,8 @@ def package(
     smoke_prompt: str | None = typer.Option(None, "--smoke", help="Run this prompt once; record answer and tokens/s."),
     force: bool = typer.Option(False, "--force", help="Replace an existing package directory."),
     as_json: bool = typer.Option(False, "--json"),
+    calibration: Path | None = typer.Option(None, "--calibration", help="With --target-size or --device: plan a type"
+                                            " per tensor from sensitivity measured on this text, not a whole preset."),
 ) -> None:
     """Build a verified, device-ready directory: model or shards, manifest.json, README.md model card."""
     from .device.devices import device as find_device
@@ -636,7 +638,7 @@ def package(
     r = run_package(src, output, quant=quant, device=find_device(device) if device else None,
                     target_size=parse_size(target_size) if target_size else None, ctx=ctx,
                     max_file_size=parse_size(max_file_size) if max_file_size else None, pack=pack_files, smoke=smoke,
-                    overwrite=force)
+                    overwrite=force, calibration=_read_text(calibration) if calibration else None)
     if as_json:
         _emit_json(r.as_dict())
     else:

@@ -6,6 +6,6 @@
 
 ``gguf_tools.budgeted`` runs the whole job (measure, plan, write, verify) for ``convert`` and ``quantize``. Modules:
 sizes (size options), candidates (types and byte costs), sensitivity (weighted error, KLD probes), executor (process
-pool or Ray), cache, allocate (convex hull, Lagrangian bisection, greedy fill), budget, record (metadata), report,
-plot.
+pool or Ray), cache, allocate (convex hull, Lagrangian bisection, greedy fill), budget, report, plot. The keys a
+planned file records are in gguf_file/plan_record.py (``inspect`` reads them).
 """

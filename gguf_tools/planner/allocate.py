@@ -65,12 +65,16 @@ def reachable(tensors: dict[str, list[Option]], fixed: int) -> tuple[int, int]:
     return lo, hi
 
 
+def out_of_reach(target: int, lo: int, hi: int) -> str:
+    return (f"a target of {target:,} bytes is out of reach: files of this model can be {lo:,} to {hi:,} bytes"
+            f" ({lo / 1e6:.2f} MB to {hi / 1e6:.2f} MB)")
+
+
 def allocate(tensors: dict[str, list[Option]], fixed: int, target: int) -> Allocation:
     """The least-damage choice whose file is at most ``target`` bytes; BudgetError outside the reachable range."""
     lo, hi = reachable(tensors, fixed)
     if target < lo or target * (1 - TOLERANCE) > hi:
-        raise BudgetError(f"a target of {target:,} bytes is out of reach: files of this model can be {lo:,} to"
-                          f" {hi:,} bytes ({lo / 1e6:.2f} MB to {hi / 1e6:.2f} MB)")
+        raise BudgetError(out_of_reach(target, lo, hi))
     hulls = {n: hull(opts) for n, opts in tensors.items()}
     fronts = {n: pareto(opts) for n, opts in tensors.items()}
 
@@ -96,23 +100,24 @@ def allocate(tensors: dict[str, list[Option]], fixed: int, target: int) -> Alloc
     choice = choose(lam_hi)
     if total(choice) > target:   # the bisection's price never undercuts the cheapest choice of all
         choice = {n: f[0] for n, f in fronts.items()}
-    choice = _fill(choice, fronts, target - total(choice))
+    choice = _fill(choice, tensors, target - total(choice))
     return Allocation({n: o.type for n, o in choice.items()}, {n: o.bytes for n, o in choice.items()},
                       {n: o.damage for n, o in choice.items()}, total(choice), target)
 
 
-def _fill(choice: dict[str, Option], fronts: dict[str, list[Option]], left: int) -> dict[str, Option]:
-    """Spend ``left`` bytes on the upgrades that remove most damage per byte, one at a time."""
+def _fill(choice: dict[str, Option], options: dict[str, list[Option]], left: int) -> dict[str, Option]:
+    """Spend ``left`` bytes on the upgrades that remove most damage per byte, one at a time; then on upgrades that
+    remove none (a group whose probe measured nothing), so the file still comes to the size asked for."""
     choice = dict(choice)
     while True:
-        best, best_gain = None, 0.0
+        best, best_key = None, None
         for n, cur in choice.items():
-            for o in fronts[n]:
+            for o in options[n]:
                 extra = o.bytes - cur.bytes
-                if 0 < extra <= left and o.damage < cur.damage:
-                    gain = (cur.damage - o.damage) / extra
-                    if gain > best_gain:
-                        best, best_gain = (n, o), gain
+                if 0 < extra <= left and o.damage <= cur.damage:
+                    key = ((cur.damage - o.damage) / extra, extra)
+                    if best_key is None or key > best_key:
+                        best, best_key = (n, o), key
         if best is None:
             return choice
         n, o = best

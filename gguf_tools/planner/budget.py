@@ -5,9 +5,10 @@ from dataclasses import dataclass, field
 
 import gguf
 
+from ..errors import BudgetError
 from ..gguf_file.reader import GGUFFile
 from ..plan import TensorSpec, plan_gguf
-from .allocate import Allocation, Option, allocate
+from .allocate import TOLERANCE, Allocation, Option, allocate, out_of_reach, reachable
 from .candidates import candidates, cost
 from .measure import Sensitivity
 
@@ -43,20 +44,32 @@ def specs(f: GGUFFile) -> list[TensorSpec]:
     return [TensorSpec(t.name, t.shape, t.ggml_type) for t in f.tensors]
 
 
-def options(f: GGUFFile, sens: Sensitivity) -> dict[str, list[Option]]:
-    """Every tensor's candidates at their byte cost and predicted damage (one free option for a kept tensor)."""
+def options(f: GGUFFile, sens: Sensitivity | None) -> dict[str, list[Option]]:
+    """Every tensor's candidates at their byte cost and predicted damage (one free option for a kept tensor; no
+    damage at all without ``sens``, enough to know the reachable sizes)."""
     out = {}
     for s in specs(f):
-        out[s.name] = [Option(q.name, cost(s, q), sens.damage(s.name, q.name) if s.name in sens.errors else 0.0)
-                       for q in candidates(s, f.architecture)]
+        out[s.name] = [Option(q.name, cost(s, q), sens.damage(s.name, q.name) if sens and s.name in sens.errors
+                              else 0.0) for q in candidates(s, f.architecture)]
     return out
+
+
+def check_reachable(f: GGUFFile, target: int, header: int) -> None:
+    """BudgetError, with the range, when no choice of types lands in [target - 1%, target]: before any measuring."""
+    lo, hi = reachable(options(f, None), header)
+    if target < lo or target * (1 - TOLERANCE) > hi:
+        raise BudgetError(out_of_reach(target, lo, hi))
 
 
 def plan_budget(f: GGUFFile, sens: Sensitivity, target: int, header: int) -> BudgetPlan:
     """The least-damage types whose file, ``header`` bytes (metadata, padded) included, is at most ``target``."""
     a: Allocation = allocate(options(f, sens), header, target)
-    return BudgetPlan(target, {n: Q[a.types[n]] for n in (t.name for t in f.tensors)}, a.total, a.predicted,
+    plan = BudgetPlan(target, {n: Q[a.types[n]] for n in (t.name for t in f.tensors)}, a.total, a.predicted,
                       a.bytes, a.damage, shapes={t.name: tuple(t.shape) for t in f.tensors})
+    if a.total < target * (1 - TOLERANCE):
+        plan.notes.append(f"no mix of types comes within 1% below {target:,} bytes (the next step up is a tensor"
+                          f" too large for the bytes left); the file is {a.total:,} bytes")
+    return plan
 
 
 def preset_size(f: GGUFFile, types: dict[str, Q], header: int) -> int:
@@ -82,8 +95,6 @@ def predicted(f: GGUFFile, sens: Sensitivity, types: dict[str, Q]) -> float:
 def size_curve(f: GGUFFile, sens: Sensitivity, header: int, *, points: int = 10,
                has_imatrix: bool = False) -> tuple[list[tuple[int, float]], dict[str, tuple[int, float]]]:
     """Predicted KLD of plans at ``points`` budgets across the reachable range, and of every preset."""
-    from .allocate import reachable
-
     opts = options(f, sens)
     lo, hi = reachable(opts, header)
     curve = []

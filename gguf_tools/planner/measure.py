@@ -64,7 +64,7 @@ class Sensitivity:
 
 def settings(search: str) -> dict:
     s = sensitivity
-    return {"probe": s.PROBE.name, "rows": s.MAX_ROWS, "bands": s.BANDS, "ctx": s.CTX, "search": search}
+    return {"method": s.METHOD, "probe": s.PROBE.name, "rows": s.MAX_ROWS, "bands": s.BANDS, "ctx": s.CTX, "search": search}
 
 
 def measure(
@@ -125,7 +125,7 @@ def measure(
         rows, scale = sensitivity.sample_rows(f, t)
         tasks.append(sensitivity.ErrorTask(
             t.name, rows, scale, tuple(int(q) for q in types), importance.get(t.name),
-            sensitivity.column_weights(ref.sum2, ref.count, t.name), search))
+            sensitivity.column_weights(ref.sum2, ref.count, t.name), search, sensitivity.column_rounding(ref, t.name)))
     errors = dict(zip((t.name for t in tasks), run_map(sensitivity.tensor_errors, tasks, cluster=cluster,
                                                         workers=workers)))
     note("errors", len(tasks), len(tasks))
@@ -135,7 +135,7 @@ def measure(
         members.setdefault(groups[name], []).append(name)
 
     def first_layer(name: str) -> int | None:
-        m = sensitivity._BLOCK.match(name)
+        m = sensitivity.BLOCK_NAME.match(name)
         return None if m is None else band_start[int(m.group(1)) * bands // n_layers]
 
     alphas = sensitivity.calibrate(engine, f, ref, tokens, members, errors, importance, search, first_layer)
@@ -154,8 +154,8 @@ def held_out_tokens(src: Path, text: str) -> list[int]:
     adds one."""
     from ..imatrix.collect import tokenize
 
-    tokens, bos = tokenize(src, text)
     n = sensitivity.CTX
+    tokens, bos = tokenize(src, text[-64 * n:])   # the tail is all it needs: no tokenizing of a whole corpus
     if len(tokens) < n:
         raise InputError(f"the calibration text has {len(tokens)} tokens; the planner needs at least {n}")
     chunk = list(tokens[-n:])
@@ -175,4 +175,4 @@ def file_kld(path: str | Path, sens: Sensitivity, threads: int | None = None) ->
     for n, w in list(engine.w.items()):
         if w.qtype not in kernels.SUPPORTED_TYPES:
             engine.w[n] = Weight(n, Q.F32, dequantize(w.qtype, w.data, w.shape), w.shape)
-    return float(sensitivity.kld(sens.ref_logp, engine.logits(sens.tokens)).mean())
+    return float(sensitivity.kld(sens.ref_logp, engine.head(sensitivity.scored(engine.hidden(sens.tokens)))).mean())

@@ -7,7 +7,7 @@ from __future__ import annotations
 import gguf
 
 from .. import __version__
-from ..gguf_file.reader import GGUFFile
+from .reader import GGUFFile
 
 TARGET = "gguf_tools.plan.target_size"
 TYPES = "gguf_tools.plan.types"
