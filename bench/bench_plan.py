@@ -23,13 +23,15 @@ imatrix (collected by `gguf_tools.imatrix.collect` on calibration.txt from that 
 
 Every file and score is cached under $GGUF_TOOLS_CACHE/bench-plan, named by its inputs (reference,
 preset or target, imatrix, chunk count): a rerun redoes only what is missing, and an interrupted run
-resumes. Delete the folder after a change to the quantizer or planner. Plan rows need the planner
+resumes. Delete the folder after a change to the quantizer, and its plan files, `planner-cache` and the
+plans' entries in `scores.json` after a change to the planner. Plan rows need the planner
 (`gguf-tools quantize --target-size`); where it is missing or a budget is unreachable the row says so.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -46,6 +48,7 @@ from bench.degrid import SEED, degrid
 
 Q = gguf.GGMLQuantizationType
 WORK = CACHE / "bench-plan"
+PLANNER_CACHE = WORK / "planner-cache"   # the planner's sensitivity cache for these references, wiped with WORK
 PRESETS = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_1", "Q4_K_S", "Q4_K_M", "Q5_0", "Q5_K_S")
 CALIBRATION_CHUNKS = 8
 THREADS = 2
@@ -155,7 +158,8 @@ def plan_file(ref: Path, target: int, imat: Path | None, verify: bool = True) ->
     if why.exists():
         return None, why.read_text()
     log(f"planning {dest.name}")
-    proc = subprocess.run(plan_command(ref, dest, target, imat, verify), capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(plan_command(ref, dest, target, imat, verify), capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "GGUF_TOOLS_CACHE": str(PLANNER_CACHE)})
     if proc.returncode:
         msg = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
         if proc.returncode != 2 or "out of reach" not in msg:
@@ -351,7 +355,8 @@ def planner_groups(ref: Path, f) -> list[str]:
     from gguf_tools.planner.measure import measure
     from gguf_tools.planner.sensitivity import PROBE, group_of
 
-    sens = measure(ref, (DATA / "calibration.txt").read_text(encoding="utf-8"), threads=THREADS)
+    sens = measure(ref, (DATA / "calibration.txt").read_text(encoding="utf-8"), threads=THREADS,
+                   cache_dir=PLANNER_CACHE / "sensitivity")
     n_layers = f.positive_int(gguf.Keys.LLM.BLOCK_COUNT)
     params: dict[str, int] = {}
     for t in f.tensors:
@@ -466,7 +471,7 @@ def part_cost(src: Source, kind: str) -> str:
              "--no-progress"]
     t_plain, _ = measure(plain)
     size = int(ours_file(ref, "Q4_K_M", None).stat().st_size * 0.9)
-    env = {**__import__("os").environ, "GGUF_TOOLS_CACHE": str(tmp / "sens")}
+    env = {**os.environ, "GGUF_TOOLS_CACHE": str(tmp / "sens")}
     import shutil
 
     shutil.rmtree(tmp / "sens", ignore_errors=True)
