@@ -169,6 +169,13 @@ def plan_file(ref: Path, target: int, imat: Path | None, verify: bool = True) ->
     return dest, ""
 
 
+def chosen(path: Path) -> str:
+    """What a planned file holds: "plan", or "preset X" when verification kept the preset under the budget."""
+    from gguf_tools.gguf_file.reader import GGUFFile
+
+    return str(GGUFFile.open(path).get("gguf_tools.plan.chosen", "plan"))
+
+
 def predicted_kld(path: Path) -> float | None:
     """The planner's predicted mean KLD recorded in a planned file's metadata, if any."""
     from gguf_tools.gguf_file.reader import GGUFFile
@@ -270,6 +277,8 @@ def part_presets(src: Source, kind: str, chunks: int | None, presets: tuple[str,
                 continue
             s = sc[p]
             name = {"llama": "llama.cpp preset", "ours": "our preset", "plan": "our plan"}[label]
+            if label == "plan" and chosen(p) != "plan":
+                name = f"our plan (kept {chosen(p)})"
             vs = "" if label == "llama" else _pct(s.mean_kld, base.mean_kld)
             vo = _pct(s.mean_kld, own.mean_kld) if label == "plan" else ""
             out.append(f"| {r['preset']} | {'yes' if r['imatrix'] else 'no'} | {name} | {p.stat().st_size} "
@@ -328,7 +337,7 @@ def part_roles(src: Source, kind: str, chunks: int | None) -> str:
         out.append(f"The plan at the same size: not run ({why}).")
     else:
         sp = score(ref, [planned], chunks, src.group)[planned]
-        out.append(f"The plan at the same size ({planned.stat().st_size} bytes): mean KLD {sp.mean_kld:.5f}"
+        out.append(f"The plan at the same size ({planned.stat().st_size} bytes; holds: {chosen(planned)}): mean KLD {sp.mean_kld:.5f}"
                    f" ({_pct(sp.mean_kld, s.mean_kld)}), p99 {sp.p99_kld:.4f}, top-1 {100 * sp.top1:.2f}%.")
     return "\n".join(out)
 
@@ -349,23 +358,23 @@ def curve_plans(src: Source, kind: str, chunks: int | None, rows: list[dict], n:
 
 def planner_groups(ref: Path, f) -> list[str]:
     """The planner's own sensitivity (no imatrix, calibration.txt): each group's measured KLD at its probe type,
-    per million parameters. Groups are a role in a third of the layers (0 = first layers)."""
+    per million parameters. A group is a role (or roles the planner probes together) in a band of layers."""
     if not planner_available():
         return ["Planner sensitivity: not run (planner not available)."]
     from gguf_tools.planner.measure import measure
-    from gguf_tools.planner.sensitivity import PROBE, group_of
+    from gguf_tools.planner.sensitivity import PROBE
 
     sens = measure(ref, (DATA / "calibration.txt").read_text(encoding="utf-8"), threads=THREADS,
                    cache_dir=PLANNER_CACHE / "sensitivity")
-    n_layers = f.positive_int(gguf.Keys.LLM.BLOCK_COUNT)
     params: dict[str, int] = {}
     for t in f.tensors:
         if t.name in sens.groups:
-            params[group_of(t.name, n_layers)] = params.get(group_of(t.name, n_layers), 0) + t.n_elements
+            g = sens.groups[t.name]
+            params[g] = params.get(g, 0) + t.n_elements
     damage = sens.by_group()
     out = [f"Planner sensitivity (`gguf_tools.planner.measure`, reference engine, held-out calibration text): the"
-           f" predicted KLD of each group alone at {PROBE.name}, per million parameters; a role's three numbers are"
-           " its layer thirds.", "", "| role | parameters | KLD per M parameters, layers 1st / 2nd / 3rd third |",
+           f" predicted KLD of each group alone at {PROBE.name}, per million parameters; a role's numbers are its"
+           " layer bands, first layers first.", "", "| group | parameters | KLD per M parameters, by layer band |",
            "|---|---|---|"]
     roles = sorted({g.split("@")[0] for g in damage}, key=lambda r: -max(
         damage.get(g, 0) / max(params.get(g, 1), 1) for g in damage if g.split("@")[0] == r))
@@ -373,8 +382,8 @@ def planner_groups(ref: Path, f) -> list[str]:
         gs = sorted(g for g in damage if g.split("@")[0] == r)
         vals = " / ".join(f"{1e6 * damage[g] / params[g]:.5f}" for g in gs if params.get(g))
         out.append(f"| {r} | {sum(params.get(g, 0) for g in gs)} | {vals} |")
-    for label, members in (("attention (q, k, v, output)", ATTENTION), ("MLP (gate, up, down)", MLP)):
-        gs = [g for g in damage if g.split("@")[0] in members]
+    for label, prefix in (("attention (q, k, v, output)", "attn_"), ("MLP (gate, up, down)", "ffn_")):
+        gs = [g for g in damage if g.startswith(prefix)]
         total = sum(params.get(g, 0) for g in gs)
         out.append(f"| {label}, all layers | {total} | {1e6 * sum(damage[g] for g in gs) / max(total, 1):.5f} |")
     return out
