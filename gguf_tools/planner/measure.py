@@ -27,7 +27,7 @@ class Sensitivity:
 
     key: str
     errors: dict[str, dict[str, float]]     # tensor -> type -> weighted squared error
-    alphas: dict[str, float]                # group -> KLD per unit of weighted error
+    alphas: dict[str, float]                # tensor -> KLD per unit of weighted error
     groups: dict[str, str]                  # tensor -> group
     tokens: list[int]                       # the held-out calibration tokens
     ref_logp: np.ndarray                    # the reference model's log-probabilities on them
@@ -42,7 +42,7 @@ class Sensitivity:
         errs = self.errors.get(name)
         if errs is None:
             return 0.0
-        return self.alphas.get(self.groups[name], 0.0) * errs[qtype]
+        return self.alphas.get(name, 0.0) * errs[qtype]
 
     def by_group(self) -> dict[str, float]:
         """Each group's predicted dKLD at the probe type: the measured sensitivity per role and layer band."""

@@ -11,7 +11,7 @@ Two measurements, both on real data:
    block size: an input with outliers costs a K-quant more than its weight error says.
 2. Per group of tensors (a role in a band of layers; the embedding; the output), the end-to-end KLD of the reference
    engine when the group alone is quantized to a probe type, on held-out calibration text. Its ratio to the group's
-   weighted error at the probe type is the group's scale ``alpha``: predicted dKLD = alpha * weighted error.
+   weighted error at the probe type scales each tensor's errors (``calibrate``): predicted dKLD = alpha * error.
 
 A probe reruns the model only from the first layer of its band (the residual stream entering it is kept from the
 reference pass), and an output probe only the output matrix.
@@ -31,7 +31,7 @@ from .candidates import dequantize
 
 Q = gguf.GGMLQuantizationType
 
-METHOD = 2           # bump when what is measured changes: cached entries of another method are not read
+METHOD = 3           # bump when what is measured changes: cached entries of another method are not read
 PROBE = Q.Q4_0       # the type every group is perturbed with: valid for any row of 32s, near the bits plans use
 MAX_ROWS = 32        # rows sampled per tensor for the weighted error
 BANDS = 2            # layer bands per role: probes are (role x band), plus the embedding and the output
@@ -251,9 +251,14 @@ def quantized_copy(f: GGUFFile, t: TensorInfo, qtype: Q, importance: np.ndarray 
 def calibrate(engine, f: GGUFFile, ref: Reference, tokens: list[int], groups: dict[str, list[str]],
               errors: dict[str, dict[str, float]], importance: dict[str, np.ndarray], search: str,
               first_layer: Callable[[str], int | None]) -> dict[str, float]:
-    """{group: alpha}: measured probe KLD over the group's predicted weighted error at the probe type."""
+    """{tensor: alpha}: the group's measured probe KLD, shared equally by its tensors at the probe type, over each
+    tensor's weighted error at that type.
+
+    Equal shares, not shares in proportion to the weighted error: a tensor with a huge input column (a massive
+    activation, which the norms downstream largely absorb) has a weighted error out of all proportion to what it
+    does to the output, and would otherwise take the whole group's KLD and leave its neighbours looking free."""
     alphas: dict[str, float] = {}
-    for g, names in groups.items():
+    for names in groups.values():
         names = [n for n in names if PROBE.name in errors[n]]
         err = sum(errors[n][PROBE.name] for n in names)
         if not names or err <= 0:
@@ -263,9 +268,13 @@ def calibrate(engine, f: GGUFFile, ref: Reference, tokens: list[int], groups: di
         starts = [first_layer(n) for n in names]
         start = None if all(s is None for s in starts) and "token_embd.weight" not in override else \
             min((s for s in starts if s is not None), default=0)
-        alphas[g] = probe(engine, ref, tokens, start, override) / err
+        share = probe(engine, ref, tokens, start, override) / len(names)
+        for n in names:
+            if errors[n][PROBE.name] > 0:
+                alphas[n] = share / errors[n][PROBE.name]
     if alphas:
         fill = float(np.median(list(alphas.values())))
-        for g in groups:
-            alphas.setdefault(g, fill)
+        for names in groups.values():
+            for n in names:
+                alphas.setdefault(n, fill)
     return alphas
