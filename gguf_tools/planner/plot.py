@@ -54,9 +54,11 @@ def draw(path: str | Path, types: dict, shapes: dict[str, tuple[int, ...]], curv
     im = ax.imshow(arr, aspect="auto", cmap="viridis", vmin=2.5, vmax=16, interpolation="nearest")
     ax.set_xticks(range(len(roles)), roles, rotation=45, ha="right")
     ax.set_ylabel("layer")
+    ax.yaxis.get_major_locator().set_params(integer=True)
     extra = ", ".join(f"{k} {v:.2f}" for k, v in other.items())
     ax.set_title("bits per weight" + (f"\n({extra})" if extra else ""), fontsize=9)
     fig.colorbar(im, ax=ax, label="bits per weight")
+    curve = [(b, k) for b, k in curve if k > 0]   # a log axis: the lossless end has no point
     if curve:
         xs, ys = zip(*sorted(curve))
         ax2.plot(np.array(xs) / 1e6, ys, "o-", label="plans (predicted)")
