@@ -148,14 +148,13 @@ def evaluate_many(candidates: list[Path], reference: Path, text: str, *, ctx: in
     """gguf_runtime.evaluate.evaluate for many candidates, with the reference run once per chunk."""
     from gguf_runtime.evaluate import _chunk_logits, _load, _log_softmax
 
-    ref = _load(reference, ctx, threads)
+    ref, add_bos = _load(reference, ctx, threads)
     tokens = ref.tokenize(text.encode("utf-8"), add_bos=False, special=False)
     n_chunks = len(tokens) // ctx if max_chunks is None else min(len(tokens) // ctx, max_chunks)
     if n_chunks < 1:
         raise ValueError(f"text has {len(tokens)} tokens, fewer than one chunk of {ctx}")
-    add_bos = ref.metadata.get("tokenizer.ggml.add_bos_token", "true").lower() != "false"
     first = ctx // 2
-    models = [_load(p, ctx, threads) for p in candidates]
+    models = [_load(p, ctx, threads)[0] for p in candidates]
     klds: list[list[np.ndarray]] = [[] for _ in candidates]
     agree: list[list[np.ndarray]] = [[] for _ in candidates]
     nll: list[list[np.ndarray]] = [[] for _ in candidates]

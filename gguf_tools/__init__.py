@@ -5,6 +5,7 @@ The package root is the Python API; the `gguf-tools` command is a thin layer ove
     import gguf_tools
     gguf_tools.convert("./SmolLM2-135M-Instruct", "model.gguf", quant="Q4_K_M")
     gguf_tools.quantize_gguf("model-f16.gguf", "model-q4.gguf", "Q4_K_M", imatrix="imatrix.gguf")
+    gguf_tools.quantize_to_budget("model-f16.gguf", "model-95MB.gguf", target_size=95_000_000, calibration=text)
     gguf_tools.pack("model.gguf", "model.ggpk")
 
 Each function is imported on first use: the pipelines pull in NumPy, gguf and the tokenizers (most of a
@@ -30,11 +31,14 @@ _LAZY = {
     "describe": "inspection",
     "load_imatrix": "imatrix.file",
     "collect_imatrix": "imatrix.collect",
+    "quantize_to_budget": "budgeted",
+    "convert_to_budget": "budgeted",
 }
 
 __all__ = [
     "GGUFToolsError", "InputError", "OutputError", "ResourceError", "UnsupportedError", "WriteResult",
-    "__version__", "collect_imatrix", "convert", "describe", "load_imatrix", "pack", "quantize_gguf", "unpack",
+    "__version__", "collect_imatrix", "convert", "convert_to_budget", "describe", "load_imatrix", "pack",
+    "quantize_gguf", "quantize_to_budget", "unpack",
 ]
 
 

@@ -63,6 +63,79 @@ def _missing(what: str, why: str) -> typer.BadParameter:
     return typer.BadParameter(why, param_hint=what)
 
 
+def _target_size_option():
+    return typer.Option(None, "--target-size", help="Write the best file of at most this size (95MB, 1GiB, bytes),"
+                                                    " its types planned from measured sensitivity.")
+
+
+def _bpw_option():
+    return typer.Option(None, "--bpw", min=0.5, max=32.0, help="As --target-size, in bits per weight.")
+
+
+def _calibration_option():
+    return typer.Option(None, "--calibration", help="Text the sensitivity is measured on (needed with --target-size"
+                                                    " or --bpw; its end is held out for the KLD probes).")
+
+
+def _cluster_option():
+    return typer.Option(None, "--cluster", help="Measure on Ray: ray://HOST:PORT or auto (pip install"
+                                                " 'gguf-tools[cluster]'); default: local processes.")
+
+
+def _plot_option():
+    return typer.Option(None, "--plot", help="Draw the plan and the size/KLD curve to this PNG (matplotlib).")
+
+
+def _no_verify_option():
+    return typer.Option(False, "--no-verify", help="Do not measure the plan against the best preset under the budget.")
+
+
+def _budget_options(target_size: str | None, bpw: float | None, calibration: Path | None, imatrix: Path | None,
+                    search: str, cluster: str | None, no_verify: bool, force: bool, progress: Progress | None) -> dict:
+    """The keyword arguments of budgeted planning, checked: a usage error names the option at fault."""
+    from .planner.sizes import parse_size
+
+    if target_size is not None and bpw is not None:
+        raise _missing("--target-size / --bpw", "use only one of them")
+    if calibration is None:
+        raise _missing("--calibration", "--target-size and --bpw measure sensitivity on calibration text:"
+                                        " give it with --calibration TEXT")
+    return {"target_size": parse_size(target_size) if target_size is not None else None, "bpw": bpw,
+            "calibration": _read_text(calibration), "imatrix": imatrix, "search": search, "cluster": cluster,
+            "verify": not no_verify, "overwrite": force, "progress": progress}
+
+
+
+def _report_budget(result: WriteResult, plan_only: bool, as_json: bool, plot: Path | None) -> None:
+    from .planner import report
+
+    plan = result.budget
+    shapes = {n: tuple(int(d) for d in s) for n, s in _shapes(result).items()}
+    for note in result.notes + plan.notes:
+        sys.stderr.write(f"gguf-tools: note: {note}\n")
+    if plot is not None:
+        _plot(result, shapes, plot)
+    if as_json:
+        _emit_json({**result.as_dict(), "plan": report.as_dict(plan, shapes, result.n_params)})
+    elif plan_only:
+        typer.echo(report.format_plan(plan, shapes, result.n_params))
+    else:
+        typer.echo(f"wrote {result.output} in {result.seconds:.1f}s\n" + report.summary(plan, result.n_params))
+
+
+def _shapes(result: WriteResult) -> dict[str, tuple[int, ...]]:
+    from .gguf_file.layout import numpy_shape
+
+    return {n: numpy_shape(s) for n, s in result.budget.shapes.items()}  # report rows in numpy order
+
+
+def _plot(result: WriteResult, shapes: dict[str, tuple[int, ...]], path: Path) -> None:
+    from .planner import plot
+
+    plot.draw(path, result.budget.types, shapes, result.budget.curve, result.budget.presets,
+              (result.budget.size, result.budget.predicted_kld), title=str(result.output or ""))
+
+
 @app.command()
 def convert(
     src: str = typer.Argument(..., help="Hugging Face model directory, HF cache entry, or org/name in the HF cache."),
@@ -80,12 +153,30 @@ def convert(
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     pack_output: bool = typer.Option(False, "--pack", help="Write the Huffman-packed file instead of the GGUF."),
+    target_size: str | None = _target_size_option(),
+    bpw: float | None = _bpw_option(),
+    calibration: Path | None = _calibration_option(),
+    cluster: str | None = _cluster_option(),
+    plot: Path | None = _plot_option(),
+    no_verify: bool = _no_verify_option(),
 ) -> None:
-    """Convert a Hugging Face checkpoint into a GGUF file, at any llama.cpp preset."""
+    """Convert a Hugging Face checkpoint into a GGUF file, at any llama.cpp preset or the best one under a size."""
     from .convert import convert as run_convert
 
     if output is None and not plan_only:
         raise _missing("'-o' / '--output'", "required unless --plan is given")
+    if target_size is not None or bpw is not None:
+        from .budgeted import convert_to_budget
+
+        if pack_output:
+            raise _missing("--pack", "pack a budgeted file afterwards with `gguf-tools pack`")
+        with _progress_bar(not no_progress and not plan_only) as progress:
+            result = convert_to_budget(src, None if plan_only else output, allow_pickle=allow_pickle,
+                                       pre_tokenizer=pre_tokenizer,
+                                       **_budget_options(target_size, bpw, calibration, imatrix, search, cluster,
+                                                         no_verify, force, progress) | {"curve": plot is not None})
+        _report_budget(result, plan_only, as_json, plot)
+        return
     with _progress_bar(not no_progress and not plan_only) as progress:
         result = run_convert(
             src,
@@ -115,12 +206,27 @@ def quantize(
     force: bool = typer.Option(True, "--force/--no-overwrite", help="Replace an existing output file."),
     no_progress: bool = typer.Option(False, "--no-progress"),
     as_json: bool = typer.Option(False, "--json"),
+    target_size: str | None = _target_size_option(),
+    bpw: float | None = _bpw_option(),
+    calibration: Path | None = _calibration_option(),
+    cluster: str | None = _cluster_option(),
+    plot: Path | None = _plot_option(),
+    no_verify: bool = _no_verify_option(),
 ) -> None:
-    """Quantize a GGUF file to a preset (llama.cpp's mixtures, our block search)."""
+    """Quantize a GGUF file to a preset (llama.cpp's mixtures, our block search), or to the best file under a size."""
     from .requantize import quantize_gguf
 
     if output is None and not plan_only:
         raise _missing("'OUTPUT'", "required unless --plan is given")
+    if target_size is not None or bpw is not None:
+        from .budgeted import quantize_to_budget
+
+        with _progress_bar(not no_progress and not plan_only) as progress:
+            result = quantize_to_budget(src, None if plan_only else output, allow_requantize=allow_requantize,
+                                        **_budget_options(target_size, bpw, calibration, imatrix, search, cluster,
+                                                          no_verify, force, progress) | {"curve": plot is not None})
+        _report_budget(result, plan_only, as_json, plot)
+        return
     with _progress_bar(not no_progress and not plan_only) as progress:
         result = quantize_gguf(src, None if plan_only else output, quant, imatrix=imatrix, search=search,
                                allow_requantize=allow_requantize, overwrite=force, progress=progress)
@@ -507,6 +613,8 @@ def package(
     smoke_prompt: str | None = typer.Option(None, "--smoke", help="Run this prompt once; record answer and tokens/s."),
     force: bool = typer.Option(False, "--force", help="Replace an existing package directory."),
     as_json: bool = typer.Option(False, "--json"),
+    calibration: Path | None = typer.Option(None, "--calibration", help="With --target-size or --device: plan a type"
+                                            " per tensor from sensitivity measured on this text, not a whole preset."),
 ) -> None:
     """Build a verified, device-ready directory: model or shards, manifest.json, README.md model card."""
     from .device.devices import device as find_device
@@ -530,7 +638,7 @@ def package(
     r = run_package(src, output, quant=quant, device=find_device(device) if device else None,
                     target_size=parse_size(target_size) if target_size else None, ctx=ctx,
                     max_file_size=parse_size(max_file_size) if max_file_size else None, pack=pack_files, smoke=smoke,
-                    overwrite=force)
+                    overwrite=force, calibration=_read_text(calibration) if calibration else None)
     if as_json:
         _emit_json(r.as_dict())
     else:

@@ -10,18 +10,12 @@ import os
 import platform
 import subprocess
 import sys
-from pathlib import Path
 
 PROBE = (
     "import llama_cpp, sys; "
     "sys.stdout.write(llama_cpp.llama_print_system_info().decode('utf-8', 'replace').strip())"
 )
 PROBE_SECONDS = 60
-
-
-def cache_dir() -> Path:
-    """Where built wheels, fixtures and demo models are kept (``$GGUF_TOOLS_CACHE``)."""
-    return Path(os.environ.get("GGUF_TOOLS_CACHE", Path.home() / ".cache" / "gguf-tools"))
 
 
 def _version(dist: str) -> str | None:
@@ -55,7 +49,7 @@ def diagnose() -> dict:
     from . import __version__
     from .engine import kernels
     from .quantize import native_available
-    from .system import default_threads
+    from .system import cache_dir, default_threads
 
     cache = cache_dir()
     return {

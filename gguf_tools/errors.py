@@ -8,6 +8,16 @@ class GGUFToolsError(Exception):
     exit_code = 1
 
 
+class UsageError(GGUFToolsError):
+    """A request that cannot be met as asked (bad option values): the same exit code as a bad command line."""
+
+    exit_code = 2
+
+
+class BudgetError(UsageError):
+    """A size budget outside the reachable range; the message gives the range."""
+
+
 class InputError(GGUFToolsError):
     """Missing, malformed, truncated or hostile input (checkpoint, GGUF, packed file, JSON)."""
 
@@ -37,7 +47,7 @@ EXIT_INTERRUPTED = 130
 EXIT_CODES = {
     0: "success",
     1: "internal error (a bug: please report it)",
-    2: "usage error (bad command-line arguments)",
+    2: "usage error (bad command-line arguments, or a size budget outside the reachable range)",
     3: "bad input (missing, malformed or corrupt file)",
     4: "unsupported input (architecture, tokenizer or tensor type)",
     5: "cannot write output (path, permissions, disk space)",

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import gguf
 
+from .gguf_file.plan_record import read_plan
 from .gguf_file.reader import GGUFFile
 from .packed import is_packed, open_gguf, pack_info
 
@@ -48,7 +49,18 @@ def describe(path: str | Path) -> dict:
         "types": dict(sorted(Counter(t["type"] for t in tensors).items())),
         "metadata": _metadata(f),
         "tensors": tensors,
+        **_plan(f),
     }
+
+
+def _plan(f: GGUFFile) -> dict:
+    """A budgeted file's recorded plan: its target, how it was chosen, and whether its tensors still match it."""
+    plan = read_plan(f)
+    if plan is None:
+        return {}
+    types = plan.pop("types")
+    plan["matches_tensors"] = types == {t.name: t.type_name for t in f.tensors}
+    return {"plan": plan}
 
 
 def describe_packed(path: str | Path) -> dict:
@@ -97,6 +109,12 @@ def format_text(info: dict) -> str:
                     f"{100 * info['size'] / packed['gguf_size']:.1f}% of the GGUF's {packed['gguf_size']:,} bytes")
         lines.insert(2, f"packed    format {packed['format_version']}, {packed['chunks']} chunks, "
                         f"{packed['bits_per_weight']:.3f} bits per weight stored, sha256 {packed['sha256']}")
+    plan = info.get("plan")
+    if plan:
+        kld = plan["predicted_kld"]
+        lines.append(f"plan      target {plan['target_size']:,} bytes, {plan['chosen']}, predicted KLD"
+                     f" {kld:.5f}, {plan['version']}" + ("" if plan["matches_tensors"] else
+                                                        " (the tensors no longer match the recorded types)"))
     lines += ["", "metadata:"]
     for key, value in info["metadata"].items():
         if isinstance(value, dict) and "length" in value:

@@ -33,6 +33,8 @@ class WriteResult:
     plan: Plan | None = None
     notes: list[str] = field(default_factory=list)  # what the user should hear about, e.g. tokenizer gaps
     packed_size: int | None = None  # bytes on disk when the output was packed (``size`` is the GGUF's)
+    budget: object | None = None  # planner.budget.BudgetPlan, when the types were planned for a size budget
+    sensitivity: object | None = None  # planner.measure.Sensitivity behind that plan
 
     @property
     def bits_per_weight(self) -> float:

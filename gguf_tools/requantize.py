@@ -77,12 +77,12 @@ def quantize_gguf(
         copy_metadata(reader, w)
         add_quant_metadata(w, preset, tensors, imatrix, search)
 
-    data = reporting(_produce(reader, tensors, importance or {}, search, threads), tensors, progress)
+    data = reporting(produce(reader, tensors, importance or {}, search, threads), tensors, progress)
     size = write_gguf(Path(dst), arch, add_metadata, tensors, data, overwrite=overwrite)
     return WriteResult(Path(dst), arch, size, n_params, types, time.perf_counter() - start, plan)
 
 
-def _produce(reader: GGUFFile, tensors: list[OutTensor], importance: dict[str, np.ndarray],
+def produce(reader: GGUFFile, tensors: list[OutTensor], importance: dict[str, np.ndarray],
              search: str, threads: int | None) -> Iterator[np.ndarray]:
     """Each tensor's bytes in order: copied when its type stays (floats checked finite), else re-encoded."""
     for src, out in zip(reader.tensors, tensors):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import operator
 import os
 from functools import lru_cache
+from pathlib import Path
 
 from .errors import InputError
 
@@ -55,3 +56,8 @@ def check_threads(threads: int | None) -> int:
     if not 1 <= n <= MAX_THREADS:
         raise InputError(f"threads must be between 1 and {MAX_THREADS}, got {threads}")
     return n
+
+
+def cache_dir() -> Path:
+    """Where built wheels, fixtures, demo models and measured sensitivities are kept (``$GGUF_TOOLS_CACHE``)."""
+    return Path(os.environ.get("GGUF_TOOLS_CACHE", Path.home() / ".cache" / "gguf-tools"))

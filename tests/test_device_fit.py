@@ -12,7 +12,7 @@ from conftest import gemma3_gguf, smollm2_gguf
 
 from gguf_tools.device.devices import load_devices, parse_size
 from gguf_tools.device.fit import fit, kv_bytes, read_shape
-from gguf_tools.errors import InputError
+from gguf_tools.errors import UsageError
 
 MiB = 1 << 20
 
@@ -98,10 +98,10 @@ def test_every_shipped_device_profile_has_a_source_and_sane_numbers():
         assert d.source and 0 < d.budget <= d.ram and d.bandwidth > 1e9
 
 
-def test_sizes_parse_like_gguf_split_and_bad_ones_are_input_errors():
+def test_sizes_parse_like_gguf_split_and_bad_ones_are_usage_errors():
     assert parse_size("4G") == 4 * 10**9 and parse_size("4GiB") == 4 << 30 and parse_size("100MB") == 10**8
     assert parse_size("fat32") == 2**32 - 1
-    with pytest.raises(InputError):
+    with pytest.raises(UsageError):
         parse_size("lots")
 
 

@@ -84,6 +84,16 @@ def choose_preset(needs: dict[str, Plan], device: Device, ctx: int) -> str:
                         f" {needs[smallest].total / MiB:.0f} MiB; the device's budget is {device.budget / MiB:.0f} MiB")
 
 
+def _weights_budget(gguf_src: Path, ctx: int, kv_type: str, device: Device) -> int:
+    """The bytes of weights that leave room on ``device`` for the rest a context of ``ctx`` needs."""
+    need = next(iter(preset_needs(gguf_src, ctx, kv_type, device, presets=("Q8_0",)).values()))
+    room = device.budget - (need.total - need.weights)
+    if room <= 0:
+        raise ResourceError(f"{device.name}'s budget of {device.budget / MiB:.0f} MiB leaves no room for weights at"
+                            f" ctx {ctx}")
+    return room
+
+
 def choose_by_size(needs: dict[str, Plan], target: int) -> str:
     """The best candidate whose tensor data fits in ``target`` bytes."""
     for name, p in needs.items():
@@ -115,8 +125,13 @@ def model_card(meta: GGUFFile, memory: list[tuple[int, Plan]], quant: str | None
 def package(src: str | os.PathLike, dest: str | os.PathLike, *, quant: str | None = None,
             device: Device | None = None, target_size: int | None = None, ctx: int = 4096, kv_type: str = "f16",
             max_file_size: int | None = None, pack: bool = False,
-            smoke: Callable[[Path], dict] | None = None, overwrite: bool = False) -> PackageResult:
-    """Build the package directory ``dest`` from an HF checkpoint or a GGUF file."""
+            smoke: Callable[[Path], dict] | None = None, overwrite: bool = False,
+            calibration: str | None = None) -> PackageResult:
+    """Build the package directory ``dest`` from an HF checkpoint or a GGUF file.
+
+    With ``calibration`` text, ``target_size`` and ``device`` are met by the budgeted planner (a type per tensor,
+    from measured sensitivity) instead of the best whole preset: the file is the best that fits the size, or the
+    device's budget less the context's memory."""
     src, dest = Path(src), Path(dest)
     if max_file_size is None and device is not None:
         max_file_size = device.file_size_limit
@@ -130,13 +145,23 @@ def package(src: str | os.PathLike, dest: str | os.PathLike, *, quant: str | Non
 
                 gguf_src = work / "planning-f16.gguf"
                 convert(src, gguf_src, quant="F16")
-        if quant is None and device is not None:
+        budget = None
+        if quant is None and calibration is not None and (device is not None or target_size is not None):
+            budget = target_size if device is None else _weights_budget(gguf_src, ctx, kv_type, device)
+            quant = "planned"
+        elif quant is None and device is not None:
             quant = choose_preset(preset_needs(gguf_src, ctx, kv_type, device), device, ctx)
         elif quant is None and target_size is not None:
             quant = choose_by_size(preset_needs(gguf_src, ctx, kv_type), target_size)
         name = (src.name.removesuffix(".gguf") if _is_gguf(src) else src.name) + (f"-{quant}" if quant else "")
         model = work / f"{name}.gguf"
-        if _is_gguf(src) and quant is None:
+        if budget is not None:
+            from ..budgeted import quantize_to_budget
+
+            quantize_to_budget(gguf_src, model, calibration=calibration, target_size=budget, allow_requantize=True)
+            if gguf_src != src:
+                gguf_src.unlink()
+        elif _is_gguf(src) and quant is None:
             check_free_space(work, src.stat().st_size)
             shutil.copyfile(src, model)
         elif _is_gguf(src):

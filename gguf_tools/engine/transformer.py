@@ -292,9 +292,12 @@ class Engine:
     # -- the model ---------------------------------------------------------------------------
     def forward(self, tokens: list[int] | np.ndarray) -> np.ndarray:
         """Logits for each new token, continuing from the cached positions."""
-        x = self.hidden(tokens)
+        return self.head(self.hidden(tokens))
+
+    def head(self, h: np.ndarray) -> np.ndarray:
+        """Logits from final hidden states (the output matrix, or the tied embedding, and any soft cap)."""
         out_name = "output.weight" if "output.weight" in self.w else "token_embd.weight"
-        logits = self.linear(out_name, x)
+        logits = self.linear(out_name, h)
         c = self.cfg
         if c.softcap:
             logits = np.tanh(logits / c.softcap) * c.softcap
@@ -319,17 +322,22 @@ class Engine:
         if c.family.embed_scale:
             x *= np.float32(np.sqrt(c.n_embd))
         for i in range(c.n_layer):
-            p = f"blk.{i}."
-            h = self.attention(i, self.norm(p + "attn_norm.weight", x), pos)
-            if p + "post_attention_norm.weight" in self.small:
-                h = self.norm(p + "post_attention_norm.weight", h)
-            x = x + h
-            h = self.mlp(i, self.norm(p + "ffn_norm.weight", x))
-            if p + "post_ffw_norm.weight" in self.small:
-                h = self.norm(p + "post_ffw_norm.weight", h)
-            x = x + h
+            x = self.block(i, x, pos)
         self.pos += ids.size
         return np.ascontiguousarray(self.norm("output_norm.weight", x), dtype=np.float32)
+
+    def block(self, i: int, x: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """Layer ``i`` on the residual stream ``x`` at positions ``pos``: a caller that keeps the stream entering a
+        layer can rerun the model from there (sensitivity probes perturb only the layers after it)."""
+        p = f"blk.{i}."
+        h = self.attention(i, self.norm(p + "attn_norm.weight", x), pos)
+        if p + "post_attention_norm.weight" in self.small:
+            h = self.norm(p + "post_attention_norm.weight", h)
+        x = x + h
+        h = self.mlp(i, self.norm(p + "ffn_norm.weight", x))
+        if p + "post_ffw_norm.weight" in self.small:
+            h = self.norm(p + "post_ffw_norm.weight", h)
+        return x + h
 
     def logits(self, tokens: list[int]) -> np.ndarray:
         self.reset()

@@ -42,6 +42,26 @@ class _Writer(gguf.GGUFWriter):
         return super()._pack_val(val, vtype, add_vtype, sub_type=sub_type)
 
 
+def header_size(arch: str, add_metadata: Callable[[gguf.GGUFWriter], None], tensors: list[OutTensor]) -> int:
+    """Bytes before the first tensor's data (header, metadata, tensor infos, alignment padding): written to a scratch
+    file by the same writer, so a file's size is known exactly before any tensor is encoded."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="gguf-header-") as tmp:
+        w = _Writer(Path(tmp) / "header.gguf", arch)
+        try:
+            add_metadata(w)
+            for t in tensors:
+                w.add_tensor_info(t.name, t.shape, np.dtype(np.float32), t.nbytes, raw_dtype=t.qtype)
+            w.write_header_to_file()
+            w.write_kv_data_to_file()
+            w.write_ti_data_to_file()
+            end = w.fout[0].tell()
+        finally:
+            w.close()
+    return int(gguf.GGUFWriter.ggml_pad(end, w.data_alignment))
+
+
 def write_gguf(
     dest: Path,
     arch: str,
