@@ -42,6 +42,17 @@ class _Writer(gguf.GGUFWriter):
         return super()._pack_val(val, vtype, add_vtype, sub_type=sub_type)
 
 
+def _write_head(w: gguf.GGUFWriter, add_metadata: Callable[[gguf.GGUFWriter], None], tensors: list[OutTensor]) -> int:
+    """Write the header, metadata and tensor infos; return the offset they end at (before alignment padding)."""
+    add_metadata(w)
+    for t in tensors:
+        w.add_tensor_info(t.name, t.shape, np.dtype(np.float32), t.nbytes, raw_dtype=t.qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    return w.fout[0].tell()
+
+
 def header_size(arch: str, add_metadata: Callable[[gguf.GGUFWriter], None], tensors: list[OutTensor]) -> int:
     """Bytes before the first tensor's data (header, metadata, tensor infos, alignment padding): written to a scratch
     file by the same writer, so a file's size is known exactly before any tensor is encoded."""
@@ -50,13 +61,7 @@ def header_size(arch: str, add_metadata: Callable[[gguf.GGUFWriter], None], tens
     with tempfile.TemporaryDirectory(prefix="gguf-header-") as tmp:
         w = _Writer(Path(tmp) / "header.gguf", arch)
         try:
-            add_metadata(w)
-            for t in tensors:
-                w.add_tensor_info(t.name, t.shape, np.dtype(np.float32), t.nbytes, raw_dtype=t.qtype)
-            w.write_header_to_file()
-            w.write_kv_data_to_file()
-            w.write_ti_data_to_file()
-            end = w.fout[0].tell()
+            end = _write_head(w, add_metadata, tensors)
         finally:
             w.close()
     return int(gguf.GGUFWriter.ggml_pad(end, w.data_alignment))
@@ -76,14 +81,8 @@ def write_gguf(
     with atomic_output(dest, overwrite=overwrite, needed=data_bytes) as tmp:
         w = _Writer(tmp, arch)
         try:
-            add_metadata(w)
-            for t in tensors:
-                w.add_tensor_info(t.name, t.shape, np.dtype(np.float32), t.nbytes, raw_dtype=t.qtype)
-            w.write_header_to_file()
-            w.write_kv_data_to_file()
-            w.write_ti_data_to_file()
+            header = _write_head(w, add_metadata, tensors)
             fout = w.fout[0]
-            header = fout.tell()
             total = gguf.GGUFWriter.ggml_pad(header, w.data_alignment) + sum(
                 gguf.GGUFWriter.ggml_pad(t.nbytes, w.data_alignment) for t in tensors
             )
