@@ -16,25 +16,15 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from .errors import OutputError, UnsupportedError, UsageError
+from .errors import OutputError, UsageError
 from .gguf_file.layout import numpy_shape
-from .gguf_file.reader import GGUFFile
 from .gguf_file.writer import OutTensor, header_size, write_gguf
 from .packed import open_gguf
 from .pipeline import Progress, WriteResult, add_quant_metadata, reporting
 from .plan import PRESETS, Preset
-from .requantize import FLOATS, copy_metadata, produce
+from .requantize import FLOATS, check_sources, copy_metadata, produce
 
 Q = gguf.GGMLQuantizationType
-
-
-def _check_sources(src: str | Path, reader: GGUFFile, types: dict[str, Q], allow_requantize: bool) -> None:
-    for t in reader.tensors:
-        if t.ggml_type not in FLOATS and types[t.name] != t.ggml_type and not allow_requantize:
-            raise UnsupportedError(
-                f"{src}: tensor {t.name} is already quantized ({t.ggml_type.name}); quantizing it again to"
-                f" {types[t.name].name} compounds the error: start from an F16/BF16/F32 file or pass --allow-requantize"
-            )
 
 
 def quantize_to_budget(
@@ -100,7 +90,7 @@ def quantize_to_budget(
     sens = measure(src, calibration, imatrix=imatrix, search=search, cluster=cluster, threads=threads,
                    cache_dir=cache_dir, events=events)
     plan = plan_budget(reader, sens, target, header)
-    _check_sources(src, reader, plan.types, allow_requantize)
+    check_sources(src, reader, plan.types, allow_requantize)
     rival = best_rival(reader, target, header, has_imatrix=importance is not None)
     if curve:
         plan.curve, plan.presets = size_curve(reader, sens, header, has_imatrix=importance is not None)

@@ -35,6 +35,16 @@ def copy_metadata(reader: GGUFFile, w: gguf.GGUFWriter) -> None:
         w.add_key_value(key, RawValue(field.raw), field.types[0])
 
 
+def check_sources(src: str | Path, reader: GGUFFile, types: dict[str, Q], allow_requantize: bool) -> None:
+    """Refuse to quantize an already quantized tensor to another type unless asked: the errors would compound."""
+    for t in reader.tensors:
+        if t.ggml_type not in FLOATS and types[t.name] != t.ggml_type and not allow_requantize:
+            raise UnsupportedError(
+                f"{src}: tensor {t.name} is already quantized ({t.ggml_type.name}); quantizing it again to"
+                f" {types[t.name].name} compounds the error: start from an F16/BF16/F32 file or pass --allow-requantize"
+            )
+
+
 def quantize_gguf(
     src: str | Path,
     dst: str | Path | None,
@@ -62,12 +72,7 @@ def quantize_gguf(
     arch = reader.architecture
     plan = plan_gguf(reader, preset, has_imatrix=importance is not None)
     tensors = [OutTensor(t.name, numpy_shape(t.shape), plan[t.name]) for t in reader.tensors]
-    for t in reader.tensors:
-        if t.ggml_type not in FLOATS and plan[t.name] != t.ggml_type and not allow_requantize:
-            raise UnsupportedError(
-                f"{src}: tensor {t.name} is already quantized ({t.ggml_type.name}); quantizing it again to"
-                f" {plan[t.name].name} compounds the error: start from an F16/BF16/F32 file or pass --allow-requantize"
-            )
+    check_sources(src, reader, plan, allow_requantize)
     n_params = sum(int(np.prod(t.shape)) for t in tensors)
     types = dict(Counter(t.qtype.name for t in tensors))
     if dst is None:
