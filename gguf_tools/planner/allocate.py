@@ -65,16 +65,17 @@ def reachable(tensors: dict[str, list[Option]], fixed: int) -> tuple[int, int]:
     return lo, hi
 
 
-def out_of_reach(target: int, lo: int, hi: int) -> str:
-    return (f"a target of {target:,} bytes is out of reach: files of this model can be {lo:,} to {hi:,} bytes"
-            f" ({lo / 1e6:.2f} MB to {hi / 1e6:.2f} MB)")
+def check_budget(tensors: dict[str, list[Option]], fixed: int, target: int) -> None:
+    """BudgetError, naming the reachable range, when no choice lands in [target - 1%, target]."""
+    lo, hi = reachable(tensors, fixed)
+    if target < lo or target * (1 - TOLERANCE) > hi:
+        raise BudgetError(f"a target of {target:,} bytes is out of reach: files of this model can be {lo:,} to"
+                          f" {hi:,} bytes ({lo / 1e6:.2f} MB to {hi / 1e6:.2f} MB)")
 
 
 def allocate(tensors: dict[str, list[Option]], fixed: int, target: int) -> Allocation:
     """The least-damage choice whose file is at most ``target`` bytes; BudgetError outside the reachable range."""
-    lo, hi = reachable(tensors, fixed)
-    if target < lo or target * (1 - TOLERANCE) > hi:
-        raise BudgetError(out_of_reach(target, lo, hi))
+    check_budget(tensors, fixed, target)
     hulls = {n: hull(opts) for n, opts in tensors.items()}
     fronts = {n: pareto(opts) for n, opts in tensors.items()}
 

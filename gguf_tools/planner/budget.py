@@ -5,10 +5,9 @@ from dataclasses import dataclass, field
 
 import gguf
 
-from ..errors import BudgetError
 from ..gguf_file.reader import GGUFFile
 from ..plan import TensorSpec, plan_gguf
-from .allocate import TOLERANCE, Allocation, Option, allocate, out_of_reach, reachable
+from .allocate import TOLERANCE, Allocation, Option, allocate, check_budget, reachable
 from .candidates import candidates, cost
 from .measure import Sensitivity
 
@@ -56,9 +55,7 @@ def options(f: GGUFFile, sens: Sensitivity | None) -> dict[str, list[Option]]:
 
 def check_reachable(f: GGUFFile, target: int, header: int) -> None:
     """BudgetError, with the range, when no choice of types lands in [target - 1%, target]: before any measuring."""
-    lo, hi = reachable(options(f, None), header)
-    if target < lo or target * (1 - TOLERANCE) > hi:
-        raise BudgetError(out_of_reach(target, lo, hi))
+    check_budget(options(f, None), header, target)
 
 
 def plan_budget(f: GGUFFile, sens: Sensitivity, target: int, header: int) -> BudgetPlan:
@@ -76,15 +73,19 @@ def preset_size(f: GGUFFile, types: dict[str, Q], header: int) -> int:
     return header + sum(cost(s, types[s.name]) for s in specs(f))
 
 
-def best_rival(f: GGUFFile, target: int, header: int, *, has_imatrix: bool) -> tuple[str, dict[str, Q], int] | None:
-    """The largest preset file at most ``target`` bytes: (name, types, bytes), or None when none fits."""
-    best = None
+def rivals(f: GGUFFile, header: int, *, has_imatrix: bool) -> list[tuple[str, dict[str, Q], int]]:
+    """Every rival preset of ``f``: (name, types, file bytes)."""
+    out = []
     for name in RIVALS:
         types = dict(plan_gguf(f, name, has_imatrix=has_imatrix))
-        size = preset_size(f, types, header)
-        if size <= target and (best is None or size > best[2]):
-            best = (name, types, size)
-    return best
+        out.append((name, types, preset_size(f, types, header)))
+    return out
+
+
+def best_rival(f: GGUFFile, target: int, header: int, *, has_imatrix: bool) -> tuple[str, dict[str, Q], int] | None:
+    """The largest preset file at most ``target`` bytes: (name, types, bytes), or None when none fits."""
+    fitting = [r for r in rivals(f, header, has_imatrix=has_imatrix) if r[2] <= target]
+    return max(fitting, key=lambda r: r[2], default=None)
 
 
 def predicted(f: GGUFFile, sens: Sensitivity, types: dict[str, Q]) -> float:
@@ -102,8 +103,6 @@ def size_curve(f: GGUFFile, sens: Sensitivity, header: int, *, points: int = 10,
         target = int(lo + (hi - lo) * (i / (points - 1)) ** 2) if points > 1 else hi
         a = allocate(opts, header, max(target, lo))
         curve.append((a.total, a.predicted))
-    presets = {}
-    for name in RIVALS:
-        types = dict(plan_gguf(f, name, has_imatrix=has_imatrix))
-        presets[name] = (preset_size(f, types, header), predicted(f, sens, types))
+    presets = {name: (size, predicted(f, sens, types))
+               for name, types, size in rivals(f, header, has_imatrix=has_imatrix)}
     return curve, presets
