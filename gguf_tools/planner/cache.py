@@ -64,13 +64,11 @@ def save(directory: Path, key: str, data: dict, arrays: dict[str, np.ndarray]) -
     tmp = directory / f".{key}.{os.getpid()}.npz"
     np.savez(tmp, **arrays)
     os.replace(tmp, directory / f"{key}.npz")
-    tmp = directory / f".{key}.{os.getpid()}.json"
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, directory / f"{key}.json")
+    update(directory, key, data)
 
 
 def update(directory: Path, key: str, data: dict) -> None:
-    """Rewrite the numbers of an existing entry (a measured preset KLD added)."""
+    """Write the numbers of an entry atomically (a new one, or a measured preset KLD added)."""
     tmp = directory / f".{key}.{os.getpid()}.json"
     tmp.write_text(json.dumps(data), encoding="utf-8")
     os.replace(tmp, directory / f"{key}.json")
