@@ -318,13 +318,18 @@ class Engine:
         if ids.min() < 0 or ids.max() >= emb.shape[0]:
             raise InputError(f"token id out of range 0..{emb.shape[0] - 1}")
         pos = np.arange(self.pos, self.pos + ids.size)
-        x = emb.rows(ids).astype(np.float32)
-        if c.family.embed_scale:
-            x *= np.float32(np.sqrt(c.n_embd))
+        x = self.embed(ids)
         for i in range(c.n_layer):
             x = self.block(i, x, pos)
         self.pos += ids.size
         return np.ascontiguousarray(self.norm("output_norm.weight", x), dtype=np.float32)
+
+    def embed(self, ids: np.ndarray) -> np.ndarray:
+        """The residual stream entering layer 0: the tokens' embedding rows, scaled where the family scales them."""
+        x = self.w["token_embd.weight"].rows(ids).astype(np.float32)
+        if self.cfg.family.embed_scale:
+            x *= np.float32(np.sqrt(self.cfg.n_embd))
+        return x
 
     def block(self, i: int, x: np.ndarray, pos: np.ndarray) -> np.ndarray:
         """Layer ``i`` on the residual stream ``x`` at positions ``pos``: a caller that keeps the stream entering a

@@ -206,10 +206,7 @@ def embed(engine, tokens: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """The residual stream entering layer 0, and the positions."""
     engine.reset()
     ids = np.asarray(tokens, dtype=np.int64)
-    x = engine.w["token_embd.weight"].rows(ids).astype(np.float32)
-    if engine.cfg.family.embed_scale:
-        x *= np.float32(np.sqrt(engine.cfg.n_embd))
-    return x, np.arange(ids.size)
+    return engine.embed(ids), np.arange(ids.size)
 
 
 def probe(engine, ref: Reference, tokens: list[int], start: int | None, override: dict) -> float:
@@ -258,12 +255,12 @@ def calibrate(engine, f: GGUFFile, ref: Reference, tokens: list[int], groups: di
     activation, which the norms downstream largely absorb) has a weighted error out of all proportion to what it
     does to the output, and would otherwise take the whole group's KLD and leave its neighbours looking free."""
     alphas: dict[str, float] = {}
+    infos = {t.name: t for t in f.tensors}
     for names in groups.values():
         names = [n for n in names if PROBE.name in errors[n]]
         err = sum(errors[n][PROBE.name] for n in names)
         if not names or err <= 0:
             continue
-        infos = {t.name: t for t in f.tensors}
         override = {n: quantized_copy(f, infos[n], PROBE, importance.get(n), search) for n in names}
         starts = [first_layer(n) for n in names]
         start = None if all(s is None for s in starts) and "token_embd.weight" not in override else \
