@@ -206,7 +206,10 @@ class _Packed:
             self.check_sha256(data)
 
     def check_sha256(self, data) -> None:
-        digest = hashlib.sha256(data).digest()
+        self.check_digest(hashlib.sha256(data).digest())
+
+    def check_digest(self, digest: bytes) -> None:
+        """The sha256 of what was decoded against the packed file's record of the original."""
         if digest != self.header.sha256:
             raise InputError(f"{self.path}: sha256 of the unpacked data does not match the packed file's record")
 
@@ -306,8 +309,7 @@ def unpack(src: str | os.PathLike, dst: str | os.PathLike, *, threads: int | Non
                 os.close(fd)
             if written != size:
                 raise InputError(f"{src}: unpacked data is {written} bytes, not {size}")
-            if digest != p.header.sha256:
-                raise InputError(f"{src}: sha256 of the unpacked data does not match the packed file's record")
+            p.check_digest(digest)
         return p.packed_header()
 
 
