@@ -11,7 +11,6 @@ renames its output into place.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import struct
@@ -21,8 +20,9 @@ from pathlib import Path
 import gguf
 
 from ..errors import InputError, OutputError
-from ..files import COPY_CHUNK, atomic_output, check_free_space
+from ..files import atomic_output, check_free_space
 from ..gguf_file.reader import GGUFFile, TensorInfo
+from .manifest import file_digest
 
 V = gguf.GGUFValueType
 SPLIT_NO, SPLIT_COUNT, SPLIT_TENSORS = "split.no", "split.count", "split.tensors.count"
@@ -69,14 +69,6 @@ def _kvs(f: GGUFFile) -> list[KV]:
 def _split_kvs(no: int, count: int, n_tensors: int) -> list[KV]:
     return [(SPLIT_NO, struct.pack("<IH", V.UINT16, no)), (SPLIT_COUNT, struct.pack("<IH", V.UINT16, count)),
             (SPLIT_TENSORS, struct.pack("<Ii", V.INT32, n_tensors))]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(COPY_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -134,7 +126,7 @@ def split(path: str | os.PathLike, max_size: int, out_dir: str | os.PathLike | N
         raise InputError(f"{path}: is already a shard (merge it first)")
     out = Path(out_dir) if out_dir is not None else path.parent
     prefix = prefix or path.name.removesuffix(".gguf")
-    shards = plan_split(f, max_size, _sha256(path), str(path))
+    shards = plan_split(f, max_size, file_digest(path, "sha256"), str(path))
     if not out.is_dir():
         raise OutputError(f"{out}: output directory does not exist")
     check_free_space(out, sum(s.size for s in shards))
@@ -197,6 +189,6 @@ def merge(first: str | os.PathLike, dest: str | os.PathLike, *, overwrite: bool 
             for s in shards:
                 _write_data(fh, s, s.tensors)
         want = head.get(SPLIT_SHA)
-        if want is not None and _sha256(tmp) != want:
+        if want is not None and file_digest(tmp, "sha256") != want:
             raise InputError(f"{paths[0]}: the merged file's sha256 differs from the original's ({want})")
     return dest
