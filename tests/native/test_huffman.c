@@ -17,23 +17,8 @@
 #include "huffman_crc32c.h"
 #include "huffman_decode.h"
 
-static int failures;
-#define FAIL(...)                                                  \
-    do {                                                           \
-        fprintf(stderr, "FAIL: ");                                 \
-        fprintf(stderr, __VA_ARGS__);                              \
-        fprintf(stderr, "\n");                                     \
-        if (++failures > 20) exit(1);                              \
-    } while (0)
-
-static uint32_t rng_state = 0x2545F491u;
-static uint32_t rnd(void) {
-    uint32_t x = rng_state;
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    return rng_state = x;
-}
+#define RNG_SEED 0x2545F491u
+#include "driver.h"
 
 /* A complete prefix code on nsym random symbols: split random leaves until there are nsym. */
 static void random_lengths(int nsym, uint8_t lengths[256]) {

@@ -19,24 +19,9 @@
 
 #include "kernels_table.h"
 
-static int failures;
+#define RNG_SEED 0x9E3779B9u
+#include "driver.h"
 
-#define FAIL(...)                        \
-    do {                                 \
-        fprintf(stderr, "FAIL: ");       \
-        fprintf(stderr, __VA_ARGS__);    \
-        fprintf(stderr, "\n");           \
-        if (++failures > 20) exit(1);    \
-    } while (0)
-
-static uint32_t rng_state = 0x9E3779B9u;
-static uint32_t rnd(void) { /* xorshift32 */
-    uint32_t x = rng_state;
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    return rng_state = x;
-}
 static float rnd_normal(void) { /* sum of uniforms: bell-shaped enough for test data */
     float s = 0;
     for (int i = 0; i < 4; i++) s += (float)(rnd() >> 8) / 16777216.0f;
@@ -169,14 +154,6 @@ static void random_tests(void) {
 }
 
 /* 2. golden outputs */
-static uint32_t rd_u32(FILE *f) {
-    uint8_t b[4];
-    if (fread(b, 1, 4, f) != 4) {
-        fprintf(stderr, "golden file truncated\n");
-        exit(1);
-    }
-    return (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 24);
-}
 
 static void golden_tests(const char *path) {
     FILE *f = fopen(path, "rb");

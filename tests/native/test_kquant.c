@@ -17,14 +17,7 @@
 #include "kquant_common.h"
 #include "kquant_ggml.h"
 
-static uint32_t rd_u32(FILE *f) {
-    uint8_t b[4];
-    if (fread(b, 1, 4, f) != 4) {
-        fprintf(stderr, "golden file truncated\n");
-        exit(1);
-    }
-    return (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 24);
-}
+#include "driver.h"
 
 int main(int argc, char **argv) {
     if (argc != 2) {
@@ -51,7 +44,6 @@ int main(int argc, char **argv) {
         return 1;
     }
     const uint32_t count = rd_u32(f);
-    int failures = 0;
     for (uint32_t r = 0; r < count; r++) {
         const int type = (int)rd_u32(f), has_im = (int)rd_u32(f);
         const size_t nbytes = rd_u32(f);
