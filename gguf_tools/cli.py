@@ -105,7 +105,6 @@ def _budget_options(target_size: str | None, bpw: float | None, calibration: Pat
             "verify": not no_verify, "overwrite": force, "progress": progress}
 
 
-
 def _report_budget(result: WriteResult, plan_only: bool, as_json: bool, plot: Path | None) -> None:
     from .planner import report
 
