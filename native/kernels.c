@@ -183,6 +183,7 @@ static void aq_run(void *ctx, int tid, int nth) {
 
 typedef struct {
     dot_fn dot;
+    gemv_fn gemv; /* NULL: batch-1 rows go through dot */
     const uint8_t *w;
     size_t row_bytes, nb;
     const act_row *acts;
@@ -205,6 +206,11 @@ static void mm_run(void *ctx, int tid, int nth) {
             const size_t te = t0 + t->tile_rows < e ? t0 + t->tile_rows : e;
             for (size_t b0 = 0; b0 < t->batch; b0 += NX_MAX) {
                 const int nx = t->batch - b0 < NX_MAX ? (int)(t->batch - b0) : NX_MAX;
+                if (nx == 1 && t->gemv) {
+                    t->gemv(t->nb, t->w + t0 * t->row_bytes, t->row_bytes, te - t0, t->acts + b0,
+                            t->y + b0 * t->n_out + t0);
+                    continue;
+                }
                 for (size_t r = t0; r < te; r++)
                     t->dot(t->nb, t->w + r * t->row_bytes, t->acts + b0, nx, t->y + b0 * t->n_out + r, t->n_out);
             }
@@ -330,7 +336,8 @@ static PyObject *py_matmul(PyObject *self, PyObject *args) {
             Py_END_ALLOW_THREADS
             if (PyErr_CheckSignals() != 0) goto done;
         }
-        mm_task task = {pick_dot(t, level), wb.buf, row_bytes, N / (size_t)t->blck, acts, B, yb.buf, M, 0, 0, 1, 1, 0};
+        mm_task task = {pick_dot(t, level), t->gemv[level], wb.buf, row_bytes, N / (size_t)t->blck, acts, B, yb.buf,
+                        M, 0, 0, 1, 1, 0};
         task.tile_rows = row_bytes < 16384 ? 16384 / row_bytes : 1;
         const size_t per_row = N * B;
         size_t rows_per_chunk = CHUNK_WORK / per_row + 1;

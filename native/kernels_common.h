@@ -39,6 +39,9 @@ typedef struct {
 
 /* y[k * ys] = dot(weight row w, activation row ax[k]) for k < nx; nb blocks per row. */
 typedef void (*dot_fn)(size_t nb, const uint8_t *w, const act_row *ax, int nx, float *y, size_t ys);
+/* y[r] = dot(weight row w + r * rb, activation row a) for r < nr: the batch-1 product (GEMV), for kernels that
+ * take several weight rows per activation load. */
+typedef void (*gemv_fn)(size_t nb, const uint8_t *w, size_t rb, size_t nr, const act_row *a, float *y);
 /* Dequantize nb consecutive blocks into floats. */
 typedef void (*deq_fn)(const uint8_t *src, float *dst, size_t nb);
 

@@ -77,10 +77,12 @@ KALWAYS int32x4_t dot16_plain(int32x4_t acc, int8x16_t a, int8x16_t b) {
 #define NSFX(name) name##_neon
 #define NTARGET
 #define NDOT dot16_plain
+#define NPAIRS 0
 #include "kernels_neon_impl.h"
 #undef NSFX
 #undef NTARGET
 #undef NDOT
+#undef NPAIRS
 
 #if defined(__clang__)
 #define NEON_DOTPROD_TARGET __attribute__((target("dotprod")))
@@ -96,10 +98,12 @@ NEON_DOTPROD_TARGET static inline __attribute__((always_inline)) int32x4_t dot16
 #define NSFX(name) name##_neon_dotprod
 #define NTARGET NEON_DOTPROD_TARGET
 #define NDOT dot16_sdot
+#define NPAIRS 1
 #include "kernels_neon_impl.h"
 #undef NSFX
 #undef NTARGET
 #undef NDOT
+#undef NPAIRS
 
 #endif /* aarch64 */
 #endif

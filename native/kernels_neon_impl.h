@@ -76,48 +76,81 @@ NFN void NSFX(dot_q5_1)(size_t nb, const uint8_t *w, const act_row *ax, int nx, 
     NSFX(dot_legacy)(3, nb, w, ax, nx, y, ys);
 }
 
-/* Four blocks per step: their lane sums fold into [s0..s3] with three pairwise adds, the four scale
- * products are one vector multiply, and the four float additions stay in block order. */
-NFN void NSFX(dot_q8_0)(size_t nb, const uint8_t *w, const act_row *ax, int nx, float *y, size_t ys) {
+/* One Q8_0 row's running state: four int32 accumulators that run on from block to block (never zeroed),
+ * their folded lane sums after the last step, and the float sum. */
+typedef struct {
+    int32x4_t p0, p1, p2, p3, last;
+    float32x4_t acc;
+} NSFX(q8_row);
+
+/* Four Q8_0 blocks at b against the activations x01, x23 (scales dx): the accumulators fold into [s0..s3] by
+ * pairwise adds, and the difference from the previous fold (exact modulo 2^32) is this step's four block
+ * sums, which enter the float sum with their scales in one multiply-add. */
+NINL void NSFX(q8_0_step)(NSFX(q8_row) *r, const uint8_t *b, int8x16x4_t x01, int8x16x4_t x23, float32x4_t dx) {
+    const int8_t *q = (const int8_t *)b + 2;
+    r->p0 = NDOT(NDOT(r->p0, vld1q_s8(q), x01.val[0]), vld1q_s8(q + 16), x01.val[1]);
+    r->p1 = NDOT(NDOT(r->p1, vld1q_s8(q + 34), x01.val[2]), vld1q_s8(q + 50), x01.val[3]);
+    r->p2 = NDOT(NDOT(r->p2, vld1q_s8(q + 68), x23.val[0]), vld1q_s8(q + 84), x23.val[1]);
+    r->p3 = NDOT(NDOT(r->p3, vld1q_s8(q + 102), x23.val[2]), vld1q_s8(q + 118), x23.val[3]);
+    const int32x4_t s = vpaddq_s32(vpaddq_s32(r->p0, r->p1), vpaddq_s32(r->p2, r->p3));
+    const int32x4_t sums = vsubq_s32(s, r->last);
+    r->last = s;
+    /* the four fp16 scales, each the first lane of an 8-byte load, gathered by zips */
+    const uint16x4_t h01 = vzip1_u16(vld1_u16((const uint16_t *)b), vld1_u16((const uint16_t *)(b + 34)));
+    const uint16x4_t h23 = vzip1_u16(vld1_u16((const uint16_t *)(b + 68)), vld1_u16((const uint16_t *)(b + 102)));
+    const uint16x4_t h = vreinterpret_u16_u32(vzip1_u32(vreinterpret_u32_u16(h01), vreinterpret_u32_u16(h23)));
+    r->acc = vfmaq_f32(r->acc, vmulq_f32(vcvt_f32_f16(vreinterpret_f16_u16(h)), dx), vcvtq_f32_s32(sums));
+}
+
+/* One block's term, for the blocks after the last group of four. */
+NINL float NSFX(q8_0_one)(const uint8_t *b, const int8_t *x, float dx) {
+    const int8x16x2_t xv = vld1q_s8_x2(x);
+    const int32x4_t p = NDOT(NDOT(vdupq_n_s32(0), vld1q_s8((const int8_t *)b + 2), xv.val[0]),
+                             vld1q_s8((const int8_t *)b + 18), xv.val[1]);
+    return f16_hw(b) * dx * (float)vaddvq_s32(p);
+}
+
+/* Four Q8_0 blocks of rows b0 and b1 (two = 1) or of b0 alone, with their activations x and scales dx. */
+NINL void NSFX(q8_0_group)(int two, NSFX(q8_row) *r0, NSFX(q8_row) *r1, const uint8_t *b0, const uint8_t *b1,
+                           const int8_t *x, const float *dx) {
+    const int8x16x4_t x01 = vld1q_s8_x4(x), x23 = vld1q_s8_x4(x + 64);
+    const float32x4_t d = vld1q_f32(dx);
+    NSFX(q8_0_step)(r0, b0, x01, x23, d);
+    if (two) NSFX(q8_0_step)(r1, b1, x01, x23, d);
+}
+
+/* Q8_0 rows w and w + rb (two = 1) or w alone against one activation row. Each row is summed in a float vector
+ * and reduced once at its end (as the x86 kernels do; tests/native/test_kernels.c bounds the difference from
+ * the scalar order); two rows share the activation loads. Eight blocks per loop step, so that the folded sums
+ * of one half are the previous ones of the other (no register copies). */
+NINL void NSFX(q8_0_rows)(int two, size_t nb, const uint8_t *w, size_t rb, const act_row *a, float *y) {
     const int32x4_t zero = vdupq_n_s32(0);
-    for (int k = 0; k < nx; k++) {
-        const int8_t *x = ax[k].q;
-        const float *dx = ax[k].d;
-        float acc = 0;
-        size_t i = 0;
-        for (; i + 4 <= nb; i += 4) {
-            const uint8_t *b = w + 34 * i;
-            const int8_t *q = (const int8_t *)b + 2;
-            const int8x16x4_t x01 = vld1q_s8_x4(x + 32 * i), x23 = vld1q_s8_x4(x + 32 * i + 64);
-            int32x4_t p0 = NDOT(zero, vld1q_s8(q), x01.val[0]);
-            int32x4_t p1 = NDOT(zero, vld1q_s8(q + 34), x01.val[2]);
-            int32x4_t p2 = NDOT(zero, vld1q_s8(q + 68), x23.val[0]);
-            int32x4_t p3 = NDOT(zero, vld1q_s8(q + 102), x23.val[2]);
-            p0 = NDOT(p0, vld1q_s8(q + 16), x01.val[1]);
-            p1 = NDOT(p1, vld1q_s8(q + 50), x01.val[3]);
-            p2 = NDOT(p2, vld1q_s8(q + 84), x23.val[1]);
-            p3 = NDOT(p3, vld1q_s8(q + 118), x23.val[3]);
-            const int32x4_t s = vpaddq_s32(vpaddq_s32(p0, p1), vpaddq_s32(p2, p3));
-            uint16x4_t h = vld1_dup_u16((const uint16_t *)b);
-            h = vld1_lane_u16((const uint16_t *)(b + 34), h, 1);
-            h = vld1_lane_u16((const uint16_t *)(b + 68), h, 2);
-            h = vld1_lane_u16((const uint16_t *)(b + 102), h, 3);
-            const float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u16(h));
-            const float32x4_t t = vmulq_f32(vmulq_f32(dw, vld1q_f32(dx + i)), vcvtq_f32_s32(s));
-            acc += vgetq_lane_f32(t, 0);
-            acc += vgetq_lane_f32(t, 1);
-            acc += vgetq_lane_f32(t, 2);
-            acc += vgetq_lane_f32(t, 3);
-        }
-        for (; i < nb; i++) {
-            const uint8_t *b = w + 34 * i;
-            const int8x16x2_t xv = vld1q_s8_x2(x + 32 * i);
-            const int32x4_t p = NDOT(NDOT(zero, vld1q_s8((const int8_t *)b + 2), xv.val[0]),
-                                     vld1q_s8((const int8_t *)b + 18), xv.val[1]);
-            acc += f16_hw(b) * dx[i] * (float)vaddvq_s32(p);
-        }
-        y[k * ys] = acc;
+    NSFX(q8_row) r0 = {zero, zero, zero, zero, zero, vdupq_n_f32(0.0f)}, r1 = r0;
+    const uint8_t *b0 = w, *b1 = w + rb;
+    const int8_t *x = a->q;
+    const float *dx = a->d;
+    for (size_t g = nb / 8; g > 0; g--, b0 += 8 * 34, b1 += 8 * 34, x += 256, dx += 8) {
+        NSFX(q8_0_group)(two, &r0, &r1, b0, b1, x, dx);
+        NSFX(q8_0_group)(two, &r0, &r1, b0 + 4 * 34, b1 + 4 * 34, x + 128, dx + 4);
     }
+    if (nb & 4) NSFX(q8_0_group)(two, &r0, &r1, b0, b1, x, dx);
+    float t0 = vaddvq_f32(r0.acc), t1 = vaddvq_f32(r1.acc);
+    for (size_t i = nb / 4 * 4; i < nb; i++) {
+        t0 += NSFX(q8_0_one)(w + 34 * i, a->q + 32 * i, a->d[i]);
+        if (two) t1 += NSFX(q8_0_one)(w + rb + 34 * i, a->q + 32 * i, a->d[i]);
+    }
+    y[0] = t0;
+    if (two) y[1] = t1;
+}
+
+NFN void NSFX(dot_q8_0)(size_t nb, const uint8_t *w, const act_row *ax, int nx, float *y, size_t ys) {
+    for (int k = 0; k < nx; k++) NSFX(q8_0_rows)(0, nb, w, 0, ax + k, y + k * ys);
+}
+
+NFN void NSFX(gemv_q8_0)(size_t nb, const uint8_t *w, size_t rb, size_t nr, const act_row *a, float *y) {
+    size_t r = 0;
+    for (; NPAIRS && r + 2 <= nr; r += 2) NSFX(q8_0_rows)(1, nb, w + r * rb, rb, a, y + r);
+    for (; r < nr; r++) NSFX(q8_0_rows)(0, nb, w + r * rb, rb, a, y + r);
 }
 
 NFN void NSFX(dot_q2_k)(size_t nb, const uint8_t *w, const act_row *ax, int nx, float *y, size_t ys) {

@@ -22,6 +22,7 @@ typedef struct {
     int act;   /* ACT_* */
     deq_fn deq[SIMD_N_LEVELS]; /* per simd.h level; NULL: use the scalar one */
     dot_fn dot[SIMD_N_LEVELS];
+    gemv_fn gemv[SIMD_N_LEVELS]; /* NULL: the level's dot, row by row */
 } tinfo;
 
 #define DEQ_SCALAR(name) \
@@ -62,14 +63,24 @@ static void act_q256_scalar(const float *x, size_t n, int8_t *q, float *d, int16
 #define ARM_DOT(name) NULL, NULL
 #endif
 
+#if defined(SIMD_ON_NEON)
+#define ARM_GEMV(name) gemv_##name##_neon, gemv_##name##_neon_dotprod
+#else
+#define ARM_GEMV(name) NULL, NULL
+#endif
+
 #define TYPE(T, name, act) \
     {GGML_TYPE_##T, GGML_BLCK_##T, GGML_BYTES_##T, act, {deq_##name##_scalar, X86_DEQ(name), ARM_DEQ(name)}, \
-     {dot_##name##_scalar, X86_DOT(name), ARM_DOT(name)}}
+     {dot_##name##_scalar, X86_DOT(name), ARM_DOT(name)}, {NULL}}
+/* a type whose NEON kernels also take several weight rows at once */
+#define TYPE_ARM_GEMV(T, name, act) \
+    {GGML_TYPE_##T, GGML_BLCK_##T, GGML_BYTES_##T, act, {deq_##name##_scalar, X86_DEQ(name), ARM_DEQ(name)}, \
+     {dot_##name##_scalar, X86_DOT(name), ARM_DOT(name)}, {NULL, NULL, NULL, ARM_GEMV(name)}}
 
 static const tinfo TYPES[] = {
     TYPE(F32, f32, ACT_F32),    TYPE(F16, f16, ACT_F32),    TYPE(BF16, bf16, ACT_F32),
     TYPE(Q4_0, q4_0, ACT_Q32),  TYPE(Q4_1, q4_1, ACT_Q32),  TYPE(Q5_0, q5_0, ACT_Q32),
-    TYPE(Q5_1, q5_1, ACT_Q32),  TYPE(Q8_0, q8_0, ACT_Q32),  TYPE(Q2_K, q2_k, ACT_Q256),
+    TYPE(Q5_1, q5_1, ACT_Q32),  TYPE_ARM_GEMV(Q8_0, q8_0, ACT_Q32),  TYPE(Q2_K, q2_k, ACT_Q256),
     TYPE(Q3_K, q3_k, ACT_Q256), TYPE(Q4_K, q4_k, ACT_Q256), TYPE(Q5_K, q5_k, ACT_Q256),
     TYPE(Q6_K, q6_k, ACT_Q256),
 };
@@ -82,6 +93,17 @@ static const tinfo *find_type(int id) {
 
 static deq_fn pick_deq(const tinfo *t, int l) { return t->deq[l] ? t->deq[l] : t->deq[SIMD_SCALAR]; }
 static dot_fn pick_dot(const tinfo *t, int l) { return t->dot[l] ? t->dot[l] : t->dot[SIMD_SCALAR]; }
+
+/* y[r] = dot(weight row r, a) for r < nr, rows rb bytes apart: the level's multi-row kernel if it has one. */
+static void gemv_rows(const tinfo *t, int l, size_t nb, const uint8_t *w, size_t rb, size_t nr, const act_row *a,
+                      float *y) {
+    if (t->gemv[l]) {
+        t->gemv[l](nb, w, rb, nr, a, y);
+        return;
+    }
+    const dot_fn dot = pick_dot(t, l);
+    for (size_t r = 0; r < nr; r++) dot(nb, w + r * rb, a, 1, y + r, 1);
+}
 
 static void act_quant_row(int act, int level, const float *x, size_t n, int8_t *q, float *d, void *extra) {
 #if defined(SIMD_ON_X86)

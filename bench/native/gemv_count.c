@@ -44,9 +44,7 @@ int main(int argc, char **argv) {
     a.d = d;
     a.s = (const float *)extra;
     a.bs = (const int16_t *)extra;
-    const dot_fn dot = t->dot[level] ? t->dot[level] : t->dot[SIMD_SCALAR];
-    for (int r = 0; r < reps; r++)
-        for (size_t o = 0; o < rows; o++) dot(nb, w + o * rb, &a, 1, y + o, 1);
+    for (int r = 0; r < reps; r++) gemv_rows(t, level, nb, w, rb, rows, &a, y);
     double sum = 0;
     for (size_t o = 0; o < rows; o++) sum += y[o];
     printf("%g\n", sum);
