@@ -224,76 +224,142 @@ NFN void NSFX(dot_q3_k)(size_t nb, const uint8_t *w, const act_row *ax, int nx, 
     }
 }
 
-/* unpack_k4_scales in vector registers: lanes [a, b] give the low scales and mins, [c, c >> 4] their high
- * bits, both halves at once. */
-NINL void NSFX(k4_scales)(const uint8_t *p, uint8x8_t *sc, uint8x8_t *mn) {
-    static const int32_t shifts[2] = {0, -4};
-    const uint32x2_t ab = vreinterpret_u32_u8(vld1_u8(p));
-    const uint32x2_t cc = vshl_u32(vld1_dup_u32((const uint32_t *)(p + 8)), vld1_s32(shifts));
-    const uint32x2_t lo = vand_u32(ab, vdup_n_u32(0x3f3f3f3fu));
-    const uint32x2_t hi = vorr_u32(vand_u32(cc, vdup_n_u32(0x0f0f0f0fu)),
-                                   vand_u32(vshr_n_u32(ab, 2), vdup_n_u32(0x30303030u)));
-    *sc = vreinterpret_u8_u32(vzip1_u32(lo, hi));
-    *mn = vreinterpret_u8_u32(vzip2_u32(lo, hi));
+/* unpack_k4_scales of two blocks at once (p[0], p[1]; they may be the same): the 12 scale bytes of each as
+ * 32-bit lanes A0, A1, C give [sc0..3, mn0..3] = A & 63 and [sc4..7, mn4..7] = [C & 15, C >> 4 & 15] |
+ * (A >> 6) << 4, both blocks in the two halves of each vector; s[k] = [sc0..sc7, mn0..mn7] of block k. */
+NINL void NSFX(k4_scales2)(const uint8_t *const p[2], uint8x16_t s[2]) {
+    /* the 12 bytes and 4 of the codes after them, unused */
+    const uint64x2_t v0 = vreinterpretq_u64_u8(vld1q_u8(p[0])), v1 = vreinterpretq_u64_u8(vld1q_u8(p[1]));
+    const uint32x4_t a = vreinterpretq_u32_u64(vzip1q_u64(v0, v1)); /* [A0, A1] [A0, A1] */
+    const uint32x4_t c = vreinterpretq_u32_u64(vzip2q_u64(v0, v1)); /* [C, -] [C, -] */
+    const uint32x4_t cc = vtrn1q_u32(c, vshrq_n_u32(c, 4));         /* [C, C >> 4] [C, C >> 4] */
+    const uint32x4_t lo = vandq_u32(a, vdupq_n_u32(0x3f3f3f3fu));
+    const uint32x4_t hi =
+        vorrq_u32(vandq_u32(cc, vdupq_n_u32(0x0f0f0f0fu)), vandq_u32(vshrq_n_u32(a, 2), vdupq_n_u32(0x30303030u)));
+    s[0] = vreinterpretq_u8_u32(vzip1q_u32(lo, hi));
+    s[1] = vreinterpretq_u8_u32(vzip2q_u32(lo, hi));
 }
 
-/* Q4_K / Q5_K: eight sub-blocks of 32, each summed in its own int32 lanes, folded to [S0..S3],
- * [S4..S7] by pairwise adds and scaled in one multiply-accumulate; one horizontal add per block. */
-NINL void NSFX(dot_k4)(int five, size_t nb, const uint8_t *w, const act_row *ax, int nx, float *y, size_t ys) {
-    const size_t bsz = five ? 176 : 144;
-    const uint8x16_t m4 = vdupq_n_u8(0x0F), one = vdupq_n_u8(1), two = vdupq_n_u8(2);
-    const int32x4_t zero = vdupq_n_s32(0);
-    for (int k = 0; k < nx; k++) {
-        float acc = 0;
-        for (size_t i = 0; i < nb; i++) {
-            const uint8_t *b = w + bsz * i;
-            const uint8_t *qs = b + (five ? 48 : 16);
-            const int8_t *x = ax[k].q + QK_K * i;
-            const uint8x16x4_t qa = vld1q_u8_x4(qs), qb = vld1q_u8_x4(qs + 64);
-            uint8x16x2_t qh = {{vdupq_n_u8(0), vdupq_n_u8(0)}};
-            if (five) qh = vld1q_u8_x2(b + 16);
-            int32x4_t p[8];
-            for (int j = 0; j < 4; j++) {
-                const uint8x16_t c0 = j < 2 ? qa.val[2 * j] : qb.val[2 * j - 4];
-                const uint8x16_t c1 = j < 2 ? qa.val[2 * j + 1] : qb.val[2 * j - 3];
-                uint8x16_t l0 = vandq_u8(c0, m4), l1 = vandq_u8(c1, m4);
-                uint8x16_t h0 = vshrq_n_u8(c0, 4), h1 = vshrq_n_u8(c1, 4);
-                if (five) {
-                    l0 = vorrq_u8(l0, vshlq_n_u8(vandq_u8(qh.val[0], one), 4));
-                    l1 = vorrq_u8(l1, vshlq_n_u8(vandq_u8(qh.val[1], one), 4));
-                    h0 = vorrq_u8(h0, vshlq_n_u8(vandq_u8(qh.val[0], two), 3));
-                    h1 = vorrq_u8(h1, vshlq_n_u8(vandq_u8(qh.val[1], two), 3));
-                    qh.val[0] = vshrq_n_u8(qh.val[0], 2);
-                    qh.val[1] = vshrq_n_u8(qh.val[1], 2);
-                }
-                const int8x16x4_t xv = vld1q_s8_x4(x + 64 * j);
-                p[2 * j] = NDOT(NDOT(zero, vreinterpretq_s8_u8(l0), xv.val[0]), vreinterpretq_s8_u8(l1), xv.val[1]);
-                p[2 * j + 1] = NDOT(NDOT(zero, vreinterpretq_s8_u8(h0), xv.val[2]), vreinterpretq_s8_u8(h1), xv.val[3]);
-            }
-            uint8x8_t sc8, mn8;
-            NSFX(k4_scales)(b + 4, &sc8, &mn8);
-            const int32x4_t s0 = vpaddq_s32(vpaddq_s32(p[0], p[1]), vpaddq_s32(p[2], p[3]));
-            const int32x4_t s1 = vpaddq_s32(vpaddq_s32(p[4], p[5]), vpaddq_s32(p[6], p[7]));
-            const uint16x8_t sc = vmovl_u8(sc8);
-            int32x4_t r = vmulq_s32(s0, vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(sc))));
-            r = vmlaq_s32(r, s1, vreinterpretq_s32_u32(vmovl_high_u16(sc)));
-            const int isum = vaddvq_s32(r);
-            const int16x8x2_t bs = vld1q_s16_x2(ax[k].bs + 16 * i);
-            const int16x8_t bp = vpaddq_s16(bs.val[0], bs.val[1]);
-            const int16x8_t mn = vreinterpretq_s16_u16(vmovl_u8(mn8));
-            const int msum = vaddvq_s32(vmlal_high_s16(vmull_s16(vget_low_s16(mn), vget_low_s16(bp)), mn, bp));
-            const float dx = ax[k].d[i];
-            acc += f16_hw(b) * dx * (float)isum - f16_hw(b + 2) * dx * (float)msum;
-        }
-        y[k * ys] = acc;
+/* Sixteen Q4_K / Q5_K codes of chunk j (0..3) at c, their low nibbles (sub-block 2j) in *l and high nibbles
+ * (sub-block 2j + 1) in *h, with the fifth bits of Q5_K from qh (five) shifted out as they are used. */
+NINL void NSFX(k4_unpack)(int five, uint8x16_t c, uint8x16_t *qh, uint8x16_t *l, uint8x16_t *h) {
+    *l = vandq_u8(c, vdupq_n_u8(0x0F));
+    *h = vshrq_n_u8(c, 4);
+    if (five) {
+        *l = vorrq_u8(*l, vshlq_n_u8(vandq_u8(*qh, vdupq_n_u8(1)), 4));
+        *h = vorrq_u8(*h, vshlq_n_u8(vandq_u8(*qh, vdupq_n_u8(2)), 3));
+        *qh = vshrq_n_u8(*qh, 2);
     }
 }
 
+/* Lane k of v in every lane (k a constant: the multiply-adds below take it as an element operand). */
+NINL int32x4_t NSFX(splat)(int32x4_t v, int k) {
+    switch (k) {
+    case 0: return vdupq_laneq_s32(v, 0);
+    case 1: return vdupq_laneq_s32(v, 1);
+    case 2: return vdupq_laneq_s32(v, 2);
+    default: return vdupq_laneq_s32(v, 3);
+    }
+}
+
+/* The integer state of one Q4_K / Q5_K row inside a super-block: two running sums over its sub-blocks (lo: the
+ * low nibbles, sub-blocks 0, 2, 4, 6; hi: the high ones, 1, 3, 5, 7), the scaled sum, the sum coefficients e
+ * (below), the fifth bits of Q5_K. */
+typedef struct {
+    int32x4_t lo, hi, isum, e[2];
+    uint8x16_t qh[2];
+} NSFX(k4_row);
+
+/* Chunk j (sub-blocks 2j, 2j + 1) of rows r[0] and r[1] (two = 1) or r[0] alone, codes at b[.] + off, against
+ * the 64 activations at *x (then advanced past them). With the running sums L_j, H_j after chunk j and e_s = sc_s - sc_{s+2} (sc_8 = sc_9 = 0),
+ * sum_s sc_s T_s = sum_j e_2j L_j + e_2j+1 H_j (summation by parts): one multiply-add per chunk and sum, and no
+ * accumulator zeroed per sub-block. */
+NINL void NSFX(k4_chunk)(int five, int two, int j, NSFX(k4_row) r[2], const uint8_t *const b[2], size_t off,
+                         const int8_t **x) {
+    const int8x16x4_t xv = vld1q_s8_x4(*x);
+    *x += 64;
+    for (int k = 0; k <= two; k++) {
+        const uint8_t *q = b[k] + off + 32 * j;
+        uint8x16_t l0, l1, h0, h1;
+        NSFX(k4_unpack)(five, vld1q_u8(q), &r[k].qh[0], &l0, &h0);
+        NSFX(k4_unpack)(five, vld1q_u8(q + 16), &r[k].qh[1], &l1, &h1);
+        r[k].lo = NDOT(NDOT(r[k].lo, vreinterpretq_s8_u8(l0), xv.val[0]), vreinterpretq_s8_u8(l1), xv.val[1]);
+        r[k].hi = NDOT(NDOT(r[k].hi, vreinterpretq_s8_u8(h0), xv.val[2]), vreinterpretq_s8_u8(h1), xv.val[3]);
+        r[k].isum = vmlaq_s32(r[k].isum, r[k].lo, NSFX(splat)(r[k].e[j >> 1], (2 * j) & 3));
+        r[k].isum = vmlaq_s32(r[k].isum, r[k].hi, NSFX(splat)(r[k].e[j >> 1], (2 * j + 1) & 3));
+    }
+}
+
+/* One Q4_K / Q5_K super-block of rows b[0] and b[1] (two = 1) or b[0] alone against the activations at *x
+ * (advanced past them; sums bsp per 32, scale dx): the scaled sums and the min corrections enter the row's float accumulator acc[k] with
+ * d * dx and -dmin * dx. */
+NINL void NSFX(k4_block)(int five, int two, const uint8_t *const b[2], const int8_t **x, int16x8_t bsp, float dx,
+                         float32x4_t acc[2]) {
+    const int32x4_t zero = vdupq_n_s32(0);
+    NSFX(k4_row) r[2];
+    int16x8_t mn[2];
+    uint8x16_t sm[2];
+    const uint8_t *const ps[2] = {b[0] + 4, b[two] + 4};
+    NSFX(k4_scales2)(ps, sm);
+    for (int k = 0; k <= two; k++) {
+        /* e_s = sc_s - sc_{s+2}: the scales less themselves shifted down two lanes (|e| < 64) */
+        const uint8x8_t sc8 = vget_low_u8(sm[k]);
+        const int8x8_t e8 = vreinterpret_s8_u8(vsub_u8(sc8, vreinterpret_u8_u64(vshr_n_u64(vreinterpret_u64_u8(sc8), 16))));
+        const int16x8_t e = vmovl_s8(e8);
+        r[k].e[0] = vmovl_s16(vget_low_s16(e));
+        r[k].e[1] = vmovl_high_s16(e);
+        mn[k] = vreinterpretq_s16_u16(vmovl_high_u8(sm[k]));
+        r[k].lo = r[k].hi = r[k].isum = zero;
+        r[k].qh[0] = five ? vld1q_u8(b[k] + 16) : vdupq_n_u8(0);
+        r[k].qh[1] = five ? vld1q_u8(b[k] + 32) : vdupq_n_u8(0);
+    }
+    const size_t off = five ? 48 : 16;
+    NSFX(k4_chunk)(five, two, 0, r, b, off, x);
+    NSFX(k4_chunk)(five, two, 1, r, b, off, x);
+    NSFX(k4_chunk)(five, two, 2, r, b, off, x);
+    NSFX(k4_chunk)(five, two, 3, r, b, off, x);
+    for (int k = 0; k <= two; k++) {
+        const int32x4_t msum = vmlal_high_s16(vmull_s16(vget_low_s16(mn[k]), vget_low_s16(bsp)), mn[k], bsp);
+        /* [d, dmin, ...] as floats, times dx */
+        const float32x4_t dd = vmulq_n_f32(vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)b[k]))), dx);
+        acc[k] = vfmsq_laneq_f32(vfmaq_laneq_f32(acc[k], vcvtq_f32_s32(r[k].isum), dd, 0), vcvtq_f32_s32(msum), dd, 1);
+    }
+}
+
+/* Q4_K / Q5_K rows w and w + rb (two = 1) or w alone against one activation row, each summed in a float vector
+ * and reduced once at its end (as the x86 kernels do; tests/native/test_kernels.c bounds the difference from
+ * the scalar order). Two rows share the activation loads. */
+NINL void NSFX(k4_rows)(int five, int two, size_t nb, const uint8_t *w, size_t rb, const act_row *a, float *y) {
+    const size_t bsz = five ? 176 : 144;
+    float32x4_t acc[2] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+    const uint8_t *b[2] = {w, w + rb};
+    const int8_t *x = a->q;
+    const int16_t *bs = a->bs;
+    const float *dx = a->d;
+    for (size_t i = 0; i < nb; i++, b[0] += bsz, b[1] += bsz, bs += 16, dx++) {
+        const int16x8x2_t bs2 = vld1q_s16_x2(bs);
+        NSFX(k4_block)(five, two, b, &x, vpaddq_s16(bs2.val[0], bs2.val[1]), *dx, acc);
+    }
+    for (int r = 0; r <= two; r++) y[r] = vaddvq_f32(acc[r]);
+}
+
 NFN void NSFX(dot_q4_k)(size_t nb, const uint8_t *w, const act_row *ax, int nx, float *y, size_t ys) {
-    NSFX(dot_k4)(0, nb, w, ax, nx, y, ys);
+    for (int k = 0; k < nx; k++) NSFX(k4_rows)(0, 0, nb, w, 0, ax + k, y + k * ys);
 }
 NFN void NSFX(dot_q5_k)(size_t nb, const uint8_t *w, const act_row *ax, int nx, float *y, size_t ys) {
-    NSFX(dot_k4)(1, nb, w, ax, nx, y, ys);
+    for (int k = 0; k < nx; k++) NSFX(k4_rows)(1, 0, nb, w, 0, ax + k, y + k * ys);
+}
+
+NINL void NSFX(gemv_k4)(int five, size_t nb, const uint8_t *w, size_t rb, size_t nr, const act_row *a, float *y) {
+    size_t r = 0;
+    for (; NPAIRS && r + 2 <= nr; r += 2) NSFX(k4_rows)(five, 1, nb, w + r * rb, rb, a, y + r);
+    for (; r < nr; r++) NSFX(k4_rows)(five, 0, nb, w + r * rb, rb, a, y + r);
+}
+NFN void NSFX(gemv_q4_k)(size_t nb, const uint8_t *w, size_t rb, size_t nr, const act_row *a, float *y) {
+    NSFX(gemv_k4)(0, nb, w, rb, nr, a, y);
+}
+NFN void NSFX(gemv_q5_k)(size_t nb, const uint8_t *w, size_t rb, size_t nr, const act_row *a, float *y) {
+    NSFX(gemv_k4)(1, nb, w, rb, nr, a, y);
 }
 
 NFN void NSFX(dot_q6_k)(size_t nb, const uint8_t *w, const act_row *ax, int nx, float *y, size_t ys) {
