@@ -2,9 +2,14 @@
  *   NSFX(name)        the instantiation's name: name##_neon or name##_neon_dotprod
  *   NTARGET           its function attribute (empty, or the dotprod target)
  *   NDOT(acc, a, b)   acc (int32x4) + products of the int8x16 vectors a and b, in some lanes
- * Each kernel does what its scalar twin does, in the same order: integer sums are exact whatever
- * the grouping, and every float operation is the scalar one, so results are bit-identical.
- * Unpacked weights (small unsigned integers) go through the signed dot as int8: they are < 64.
+ *   NPAIRS            1: the batch-1 kernels (gemv_*) take weight rows two at a time, sharing each
+ *                     activation load; 0: one at a time (the plain products need the registers)
+ * Q8_0, Q4_K and Q5_K sum a row's blocks in float vectors and reduce them once at its end, as the x86
+ * kernels do (tests/native/test_kernels.c bounds them against the scalar kernels as
+ * tests/test_kernels.py bounds every level). The others do what their scalar twins do, in the same
+ * order: integer sums are exact whatever the grouping, and every float operation is the scalar one, so
+ * results are bit-identical. Unpacked weights (small unsigned integers) go through the signed dot as
+ * int8: they are < 64.
  */
 #define NINL NTARGET static inline __attribute__((always_inline))
 #define NFN NTARGET static
@@ -119,10 +124,9 @@ NINL void NSFX(q8_0_group)(int two, NSFX(q8_row) *r0, NSFX(q8_row) *r1, const ui
     if (two) NSFX(q8_0_step)(r1, b1, x01, x23, d);
 }
 
-/* Q8_0 rows w and w + rb (two = 1) or w alone against one activation row. Each row is summed in a float vector
- * and reduced once at its end (as the x86 kernels do; tests/native/test_kernels.c bounds the difference from
- * the scalar order); two rows share the activation loads. Eight blocks per loop step, so that the folded sums
- * of one half are the previous ones of the other (no register copies). */
+/* Q8_0 rows w and w + rb (two = 1) or w alone against one activation row, each summed in a float vector and
+ * reduced once at its end; two rows share the activation loads. Eight blocks per loop step, so that the folded
+ * sums of one half are the previous ones of the other (no register copies). */
 NINL void NSFX(q8_0_rows)(int two, size_t nb, const uint8_t *w, size_t rb, const act_row *a, float *y) {
     const int32x4_t zero = vdupq_n_s32(0);
     NSFX(q8_row) r0 = {zero, zero, zero, zero, zero, vdupq_n_f32(0.0f)}, r1 = r0;
@@ -271,13 +275,12 @@ typedef struct {
 } NSFX(k4_row);
 
 /* Chunk j (sub-blocks 2j, 2j + 1) of rows r[0] and r[1] (two = 1) or r[0] alone, codes at b[.] + off, against
- * the 64 activations at *x (then advanced past them). With the running sums L_j, H_j after chunk j and e_s = sc_s - sc_{s+2} (sc_8 = sc_9 = 0),
- * sum_s sc_s T_s = sum_j e_2j L_j + e_2j+1 H_j (summation by parts): one multiply-add per chunk and sum, and no
- * accumulator zeroed per sub-block. */
+ * the activations x. With the sub-block sums T_s, the running sums L_j = T_0 + T_2 + .. + T_2j and H_j = T_1 +
+ * .. + T_2j+1, and e_s = sc_s - sc_s+2 (sc_8 = sc_9 = 0): sum_s sc_s T_s = sum_j e_2j L_j + e_2j+1 H_j
+ * (summation by parts), one multiply-add per chunk and running sum, and no accumulator zeroed per sub-block. */
 NINL void NSFX(k4_chunk)(int five, int two, int j, NSFX(k4_row) r[2], const uint8_t *const b[2], size_t off,
-                         const int8_t **x) {
-    const int8x16x4_t xv = vld1q_s8_x4(*x);
-    *x += 64;
+                         const int8_t *x) {
+    const int8x16x4_t xv = vld1q_s8_x4(x + 64 * j);
     for (int k = 0; k <= two; k++) {
         const uint8_t *q = b[k] + off + 32 * j;
         uint8x16_t l0, l1, h0, h1;
@@ -290,10 +293,10 @@ NINL void NSFX(k4_chunk)(int five, int two, int j, NSFX(k4_row) r[2], const uint
     }
 }
 
-/* One Q4_K / Q5_K super-block of rows b[0] and b[1] (two = 1) or b[0] alone against the activations at *x
- * (advanced past them; sums bsp per 32, scale dx): the scaled sums and the min corrections enter the row's float accumulator acc[k] with
+/* One Q4_K / Q5_K super-block of rows b[0] and b[1] (two = 1) or b[0] alone against the activations x (sums
+ * bsp per 32, scale dx): the scaled sums and the min corrections enter the row's float accumulator acc[k] with
  * d * dx and -dmin * dx. */
-NINL void NSFX(k4_block)(int five, int two, const uint8_t *const b[2], const int8_t **x, int16x8_t bsp, float dx,
+NINL void NSFX(k4_block)(int five, int two, const uint8_t *const b[2], const int8_t *x, int16x8_t bsp, float dx,
                          float32x4_t acc[2]) {
     const int32x4_t zero = vdupq_n_s32(0);
     NSFX(k4_row) r[2];
@@ -304,8 +307,8 @@ NINL void NSFX(k4_block)(int five, int two, const uint8_t *const b[2], const int
     for (int k = 0; k <= two; k++) {
         /* e_s = sc_s - sc_{s+2}: the scales less themselves shifted down two lanes (|e| < 64) */
         const uint8x8_t sc8 = vget_low_u8(sm[k]);
-        const int8x8_t e8 = vreinterpret_s8_u8(vsub_u8(sc8, vreinterpret_u8_u64(vshr_n_u64(vreinterpret_u64_u8(sc8), 16))));
-        const int16x8_t e = vmovl_s8(e8);
+        const uint8x8_t next = vreinterpret_u8_u64(vshr_n_u64(vreinterpret_u64_u8(sc8), 16));
+        const int16x8_t e = vmovl_s8(vreinterpret_s8_u8(vsub_u8(sc8, next)));
         r[k].e[0] = vmovl_s16(vget_low_s16(e));
         r[k].e[1] = vmovl_high_s16(e);
         mn[k] = vreinterpretq_s16_u16(vmovl_high_u8(sm[k]));
@@ -321,14 +324,15 @@ NINL void NSFX(k4_block)(int five, int two, const uint8_t *const b[2], const int
     for (int k = 0; k <= two; k++) {
         const int32x4_t msum = vmlal_high_s16(vmull_s16(vget_low_s16(mn[k]), vget_low_s16(bsp)), mn[k], bsp);
         /* [d, dmin, ...] as floats, times dx */
-        const float32x4_t dd = vmulq_n_f32(vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)b[k]))), dx);
-        acc[k] = vfmsq_laneq_f32(vfmaq_laneq_f32(acc[k], vcvtq_f32_s32(r[k].isum), dd, 0), vcvtq_f32_s32(msum), dd, 1);
+        const float16x4_t h = vreinterpret_f16_u16(vld1_u16((const uint16_t *)b[k]));
+        const float32x4_t dd = vmulq_n_f32(vcvt_f32_f16(h), dx);
+        acc[k] = vfmaq_laneq_f32(acc[k], vcvtq_f32_s32(r[k].isum), dd, 0);
+        acc[k] = vfmsq_laneq_f32(acc[k], vcvtq_f32_s32(msum), dd, 1);
     }
 }
 
 /* Q4_K / Q5_K rows w and w + rb (two = 1) or w alone against one activation row, each summed in a float vector
- * and reduced once at its end (as the x86 kernels do; tests/native/test_kernels.c bounds the difference from
- * the scalar order). Two rows share the activation loads. */
+ * and reduced once at its end; two rows share the activation loads and the scale unpacking. */
 NINL void NSFX(k4_rows)(int five, int two, size_t nb, const uint8_t *w, size_t rb, const act_row *a, float *y) {
     const size_t bsz = five ? 176 : 144;
     float32x4_t acc[2] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
@@ -336,9 +340,9 @@ NINL void NSFX(k4_rows)(int five, int two, size_t nb, const uint8_t *w, size_t r
     const int8_t *x = a->q;
     const int16_t *bs = a->bs;
     const float *dx = a->d;
-    for (size_t i = 0; i < nb; i++, b[0] += bsz, b[1] += bsz, bs += 16, dx++) {
+    for (size_t i = 0; i < nb; i++, b[0] += bsz, b[1] += bsz, x += QK_K, bs += 16, dx++) {
         const int16x8x2_t bs2 = vld1q_s16_x2(bs);
-        NSFX(k4_block)(five, two, b, &x, vpaddq_s16(bs2.val[0], bs2.val[1]), *dx, acc);
+        NSFX(k4_block)(five, two, b, x, vpaddq_s16(bs2.val[0], bs2.val[1]), *dx, acc);
     }
     for (int r = 0; r <= two; r++) y[r] = vaddvq_f32(acc[r]);
 }
