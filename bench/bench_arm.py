@@ -4,7 +4,8 @@ No ARM hardware here, so this is a proxy for speed, not a timing: QEMU runs benc
 instruction per translation block (`-singlestep -d exec,nochain`, one trace line per executed instruction), and
 the count of a run with one GEMV is subtracted from one with two, leaving exactly one GEMV (start-up and the
 activation quantization cancel). Paths: the scalar kernels as shipped (-O3, which GCC auto-vectorises with NEON),
-the same built with -fno-tree-vectorize (plain C), the NEON kernels (vmull/vpadal) and the SDOT ones. Counts are
+the same built with -fno-tree-vectorize (plain C), the NEON kernels (vmull/vpadal) and the SDOT ones, each through
+the batch-1 path kernels.c takes (two weight rows per activation load where a type's kernels have it). Counts are
 deterministic, so one run each. Wall-clock figures on Apple Silicon are still to be measured on the hardware.
 
     python -m bench arm        (needs gcc-aarch64-linux-gnu and qemu-user; BENCH_ARM_ROWS, BENCH_ARM_COLS)

@@ -1,5 +1,6 @@
 /* One GEMV (batch 1) of a random matrix with one kernel level, for counting instructions under QEMU
- * (bench/bench_arm.py). The activation row is quantized once; the rows are then multiplied `reps` times.
+ * (bench/bench_arm.py). The activation row is quantized once; the rows are then multiplied `reps` times, by
+ * gemv_rows as kernels.c does at batch 1 (the level's multi-row kernel where the type has one).
  * usage: gemv_count TYPE_ID LEVEL ROWS COLS REPS
  */
 #define _GNU_SOURCE 1
