@@ -4,11 +4,11 @@
  *   NDOT(acc, a, b)   acc (int32x4) + products of the int8x16 vectors a and b, in some lanes
  *   NPAIRS            1: the batch-1 kernels (gemv_*) take weight rows two at a time, sharing each
  *                     activation load; 0: one at a time (the plain products need the registers)
- * Q8_0, Q4_K and Q5_K sum a row's blocks in float vectors and reduce them once at its end, as the x86
- * kernels do (tests/native/test_kernels.c bounds them against the scalar kernels as
- * tests/test_kernels.py bounds every level). The others do what their scalar twins do, in the same
- * order: integer sums are exact whatever the grouping, and every float operation is the scalar one, so
- * results are bit-identical. Unpacked weights (small unsigned integers) go through the signed dot as
+ * Q4_0..Q8_0, Q4_K and Q5_K sum a row's blocks in float vectors and reduce them once at its end, as the
+ * x86 kernels do (tests/native/test_kernels.c bounds them against the scalar kernels as
+ * tests/test_kernels.py bounds every level). Q2_K, Q3_K and Q6_K do what their scalar twins do, in the
+ * same order: integer sums are exact whatever the grouping, and every float operation is the scalar one,
+ * so results are bit-identical. Unpacked weights (small unsigned integers) go through the signed dot as
  * int8: they are < 64.
  */
 #define NINL NTARGET static inline __attribute__((always_inline))
@@ -38,123 +38,148 @@ NINL int NSFX(dot16_s16)(int16x8_t sl, int16x8_t sh, const int16_t *bs) {
     return vaddvq_s32(m);
 }
 
-/* kind: 0 Q4_0, 1 Q4_1, 2 Q5_0, 3 Q5_1 (dot_legacy_scalar's arithmetic) */
-NINL void NSFX(dot_legacy)(int kind, size_t nb, const uint8_t *w, const act_row *ax, int nx, float *y, size_t ys) {
-    static const int bsz[4] = {18, 20, 22, 24}, qoff[4] = {2, 4, 6, 8}, offs[4] = {8, 0, 16, 0};
+/* The 32-value block types, kind: 0 Q4_0, 1 Q4_1, 2 Q5_0, 3 Q5_1 (dot_legacy_scalar's arithmetic), 4 Q8_0.
+ * Bytes per block: 18, 20, 22, 24, 34; the codes after the fp16 scale d (and the min m of Q4_1 and Q5_1, and
+ * the fifth bits qh of Q5_0 and Q5_1). */
+NINL int NSFX(b32_size)(int kind) { return kind == 4 ? 34 : 18 + 2 * kind; }
+
+/* One block's 32 codes at b against 32 activations x0, x1, added to the lanes of p. */
+NINL int32x4_t NSFX(b32_dot)(int kind, int32x4_t p, const uint8_t *b, int8x16_t x0, int8x16_t x1) {
     static const uint8_t idx_lo[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
     static const uint8_t idx_hi[16] = {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3};
     static const uint8_t bits[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
-    const uint8x16_t m4 = vdupq_n_u8(0x0F), v16 = vdupq_n_u8(0x10), bit = vld1q_u8(bits);
-    const uint8x16_t ilo = vld1q_u8(idx_lo), ihi = vld1q_u8(idx_hi);
-    const int32x4_t zero = vdupq_n_s32(0);
-    for (int k = 0; k < nx; k++) {
-        float acc = 0, extra = 0;
-        for (size_t i = 0; i < nb; i++) {
-            const uint8_t *b = w + bsz[kind] * i;
-            const uint8x16_t qs = vld1q_u8(b + qoff[kind]);
-            uint8x16_t lo = vandq_u8(qs, m4), hi = vshrq_n_u8(qs, 4);
-            if (kind >= 2) {
-                const uint8x16_t h = vreinterpretq_u8_u32(vdupq_n_u32(rd32(b + (kind == 2 ? 2 : 4))));
-                lo = vorrq_u8(lo, vandq_u8(vtstq_u8(vqtbl1q_u8(h, ilo), bit), v16));
-                hi = vorrq_u8(hi, vandq_u8(vtstq_u8(vqtbl1q_u8(h, ihi), bit), v16));
-            }
-            const int8x16x2_t xv = vld1q_s8_x2(ax[k].q + 32 * i);
-            const int32x4_t p = NDOT(NDOT(zero, vreinterpretq_s8_u8(lo), xv.val[0]), vreinterpretq_s8_u8(hi), xv.val[1]);
-            const float d = f16_hw(b);
-            acc += d * ax[k].d[i] * (float)vaddvq_s32(p);
-            extra += (offs[kind] ? d : f16_hw(b + 2)) * ax[k].s[i];
-        }
-        y[k * ys] = offs[kind] ? acc - (float)offs[kind] * extra : acc + extra;
+    if (kind == 4) return NDOT(NDOT(p, vld1q_s8((const int8_t *)b + 2), x0), vld1q_s8((const int8_t *)b + 18), x1);
+    const uint8x16_t qs = vld1q_u8(b + 2 + 2 * kind);
+    uint8x16_t lo = vandq_u8(qs, vdupq_n_u8(0x0F)), hi = vshrq_n_u8(qs, 4);
+    if (kind >= 2) { /* bit l of qh is the fifth bit of code l */
+        const uint8x16_t h = vreinterpretq_u8_u32(vdupq_n_u32(rd32(b + (kind == 2 ? 2 : 4))));
+        const uint8x16_t bit = vld1q_u8(bits), v16 = vdupq_n_u8(0x10);
+        lo = vorrq_u8(lo, vandq_u8(vtstq_u8(vqtbl1q_u8(h, vld1q_u8(idx_lo)), bit), v16));
+        hi = vorrq_u8(hi, vandq_u8(vtstq_u8(vqtbl1q_u8(h, vld1q_u8(idx_hi)), bit), v16));
     }
+    return NDOT(NDOT(p, vreinterpretq_s8_u8(lo), x0), vreinterpretq_s8_u8(hi), x1);
+}
+
+/* One row's running state: four int32 accumulators that run on from block to block (never zeroed), their
+ * folded lane sums after the last step, and the float sums: acc of the scaled dot products, extra of the
+ * offset (Q4_0, Q5_0: d * s) or min (Q4_1, Q5_1: m * s) terms, s the activation block sums. */
+typedef struct {
+    int32x4_t p[4], last;
+    float32x4_t acc, extra;
+} NSFX(row32);
+
+/* Four blocks at b against the activations x01, x23 (scales dx, sums xs): the accumulators fold into
+ * [s0..s3] by pairwise adds, and the difference from the previous fold (exact modulo 2^32) is this step's
+ * four block sums, which enter the float sums with their scales in one multiply-add each. */
+NINL void NSFX(b32_step)(int kind, NSFX(row32) *r, const uint8_t *b, int8x16x4_t x01, int8x16x4_t x23,
+                         float32x4_t dx, float32x4_t xs) {
+    const int bsz = NSFX(b32_size)(kind);
+    r->p[0] = NSFX(b32_dot)(kind, r->p[0], b, x01.val[0], x01.val[1]);
+    r->p[1] = NSFX(b32_dot)(kind, r->p[1], b + bsz, x01.val[2], x01.val[3]);
+    r->p[2] = NSFX(b32_dot)(kind, r->p[2], b + 2 * bsz, x23.val[0], x23.val[1]);
+    r->p[3] = NSFX(b32_dot)(kind, r->p[3], b + 3 * bsz, x23.val[2], x23.val[3]);
+    const int32x4_t s = vpaddq_s32(vpaddq_s32(r->p[0], r->p[1]), vpaddq_s32(r->p[2], r->p[3]));
+    const int32x4_t sums = vsubq_s32(s, r->last);
+    r->last = s;
+    /* d and the fp16 field after it of the four blocks, each from an 8-byte load, gathered by zips */
+    const uint16x4_t h01 = vzip1_u16(vld1_u16((const uint16_t *)b), vld1_u16((const uint16_t *)(b + bsz)));
+    const uint16x4_t h23 =
+        vzip1_u16(vld1_u16((const uint16_t *)(b + 2 * bsz)), vld1_u16((const uint16_t *)(b + 3 * bsz)));
+    const uint32x2_t h0 = vreinterpret_u32_u16(h01), h1 = vreinterpret_u32_u16(h23); /* [d0 d1 m0 m1] [d2 d3 m2 m3] */
+    const float32x4_t d = vcvt_f32_f16(vreinterpret_f16_u32(vzip1_u32(h0, h1)));
+    r->acc = vfmaq_f32(r->acc, vmulq_f32(d, dx), vcvtq_f32_s32(sums));
+    if (kind == 0 || kind == 2) r->extra = vfmaq_f32(r->extra, d, xs);
+    if (kind == 1 || kind == 3) {
+        const float32x4_t m = vcvt_f32_f16(vreinterpret_f16_u32(vzip2_u32(h0, h1)));
+        r->extra = vfmaq_f32(r->extra, m, xs);
+    }
+}
+
+/* Four blocks of rows b[0] and b[1] (two = 1) or of b[0] alone, with their activations x, scales dx, sums xs. */
+NINL void NSFX(b32_group)(int kind, int two, NSFX(row32) r[2], const uint8_t *const b[2], const int8_t *x,
+                          const float *dx, const float *xs) {
+    const int8x16x4_t x01 = vld1q_s8_x4(x), x23 = vld1q_s8_x4(x + 64);
+    const float32x4_t d = vld1q_f32(dx), s = kind < 4 ? vld1q_f32(xs) : d;
+    for (int k = 0; k <= two; k++) NSFX(b32_step)(kind, &r[k], b[k], x01, x23, d, s);
+}
+
+/* A row's result from its state r: the float sums reduced, the blocks after the last group of four (of the
+ * nb at w) added one at a time. */
+NINL float NSFX(b32_end)(int kind, const NSFX(row32) *r, size_t nb, const uint8_t *w, const act_row *a) {
+    static const float offs[5] = {8, 0, 16, 0, 0};
+    const size_t bsz = (size_t)NSFX(b32_size)(kind);
+    float acc = vaddvq_f32(r->acc), extra = vaddvq_f32(r->extra);
+    for (size_t i = nb / 4 * 4; i < nb; i++) {
+        const uint8_t *b = w + bsz * i;
+        const int8x16x2_t xv = vld1q_s8_x2(a->q + 32 * i);
+        const int32x4_t p = NSFX(b32_dot)(kind, vdupq_n_s32(0), b, xv.val[0], xv.val[1]);
+        const float d = f16_hw(b);
+        acc += d * a->d[i] * (float)vaddvq_s32(p);
+        if (kind < 4) extra += (kind == 1 || kind == 3 ? f16_hw(b + 2) : d) * a->s[i];
+    }
+    return kind == 4 ? acc : offs[kind] ? acc - offs[kind] * extra : acc + extra;
+}
+
+/* Rows w and w + rb (two = 1) or w alone against one activation row a, each summed in float vectors and
+ * reduced once at its end; two rows share the activation loads. Eight blocks per loop step, so that the folded
+ * sums of one half are the previous ones of the other (no register copies). */
+NINL void NSFX(b32_rows)(int kind, int two, size_t nb, const uint8_t *w, size_t rb, const act_row *a, float *y) {
+    const size_t bsz = (size_t)NSFX(b32_size)(kind);
+    const int32x4_t zero = vdupq_n_s32(0);
+    const float32x4_t fz = vdupq_n_f32(0.0f);
+    NSFX(row32) r[2] = {{{zero, zero, zero, zero}, zero, fz, fz}, {{zero, zero, zero, zero}, zero, fz, fz}};
+    const uint8_t *b[2] = {w, w + rb};
+    const int8_t *x = a->q;
+    const float *dx = a->d, *xs = a->s;
+    for (size_t g = nb / 8; g > 0; g--, b[0] += 8 * bsz, b[1] += 8 * bsz, x += 256, dx += 8, xs += 8) {
+        NSFX(b32_group)(kind, two, r, b, x, dx, xs);
+        const uint8_t *const b4[2] = {b[0] + 4 * bsz, b[1] + 4 * bsz};
+        NSFX(b32_group)(kind, two, r, b4, x + 128, dx + 4, xs + 4);
+    }
+    if (nb & 4) NSFX(b32_group)(kind, two, r, b, x, dx, xs);
+    y[0] = NSFX(b32_end)(kind, &r[0], nb, w, a);
+    if (two) y[1] = NSFX(b32_end)(kind, &r[1], nb, w + rb, a);
+}
+
+NINL void NSFX(dot_b32)(int kind, size_t nb, const uint8_t *w, const act_row *ax, int nx, float *y, size_t ys) {
+    for (int k = 0; k < nx; k++) NSFX(b32_rows)(kind, 0, nb, w, 0, ax + k, y + k * ys);
+}
+
+NINL void NSFX(gemv_b32)(int kind, size_t nb, const uint8_t *w, size_t rb, size_t nr, const act_row *a, float *y) {
+    size_t r = 0;
+    for (; NPAIRS && r + 2 <= nr; r += 2) NSFX(b32_rows)(kind, 1, nb, w + r * rb, rb, a, y + r);
+    for (; r < nr; r++) NSFX(b32_rows)(kind, 0, nb, w + r * rb, rb, a, y + r);
 }
 
 NFN void NSFX(dot_q4_0)(size_t nb, const uint8_t *w, const act_row *ax, int nx, float *y, size_t ys) {
-    NSFX(dot_legacy)(0, nb, w, ax, nx, y, ys);
+    NSFX(dot_b32)(0, nb, w, ax, nx, y, ys);
+}
+NFN void NSFX(gemv_q4_0)(size_t nb, const uint8_t *w, size_t rb, size_t nr, const act_row *a, float *y) {
+    NSFX(gemv_b32)(0, nb, w, rb, nr, a, y);
 }
 NFN void NSFX(dot_q4_1)(size_t nb, const uint8_t *w, const act_row *ax, int nx, float *y, size_t ys) {
-    NSFX(dot_legacy)(1, nb, w, ax, nx, y, ys);
+    NSFX(dot_b32)(1, nb, w, ax, nx, y, ys);
+}
+NFN void NSFX(gemv_q4_1)(size_t nb, const uint8_t *w, size_t rb, size_t nr, const act_row *a, float *y) {
+    NSFX(gemv_b32)(1, nb, w, rb, nr, a, y);
 }
 NFN void NSFX(dot_q5_0)(size_t nb, const uint8_t *w, const act_row *ax, int nx, float *y, size_t ys) {
-    NSFX(dot_legacy)(2, nb, w, ax, nx, y, ys);
+    NSFX(dot_b32)(2, nb, w, ax, nx, y, ys);
+}
+NFN void NSFX(gemv_q5_0)(size_t nb, const uint8_t *w, size_t rb, size_t nr, const act_row *a, float *y) {
+    NSFX(gemv_b32)(2, nb, w, rb, nr, a, y);
 }
 NFN void NSFX(dot_q5_1)(size_t nb, const uint8_t *w, const act_row *ax, int nx, float *y, size_t ys) {
-    NSFX(dot_legacy)(3, nb, w, ax, nx, y, ys);
+    NSFX(dot_b32)(3, nb, w, ax, nx, y, ys);
 }
-
-/* One Q8_0 row's running state: four int32 accumulators that run on from block to block (never zeroed),
- * their folded lane sums after the last step, and the float sum. */
-typedef struct {
-    int32x4_t p0, p1, p2, p3, last;
-    float32x4_t acc;
-} NSFX(q8_row);
-
-/* Four Q8_0 blocks at b against the activations x01, x23 (scales dx): the accumulators fold into [s0..s3] by
- * pairwise adds, and the difference from the previous fold (exact modulo 2^32) is this step's four block
- * sums, which enter the float sum with their scales in one multiply-add. */
-NINL void NSFX(q8_0_step)(NSFX(q8_row) *r, const uint8_t *b, int8x16x4_t x01, int8x16x4_t x23, float32x4_t dx) {
-    const int8_t *q = (const int8_t *)b + 2;
-    r->p0 = NDOT(NDOT(r->p0, vld1q_s8(q), x01.val[0]), vld1q_s8(q + 16), x01.val[1]);
-    r->p1 = NDOT(NDOT(r->p1, vld1q_s8(q + 34), x01.val[2]), vld1q_s8(q + 50), x01.val[3]);
-    r->p2 = NDOT(NDOT(r->p2, vld1q_s8(q + 68), x23.val[0]), vld1q_s8(q + 84), x23.val[1]);
-    r->p3 = NDOT(NDOT(r->p3, vld1q_s8(q + 102), x23.val[2]), vld1q_s8(q + 118), x23.val[3]);
-    const int32x4_t s = vpaddq_s32(vpaddq_s32(r->p0, r->p1), vpaddq_s32(r->p2, r->p3));
-    const int32x4_t sums = vsubq_s32(s, r->last);
-    r->last = s;
-    /* the four fp16 scales, each the first lane of an 8-byte load, gathered by zips */
-    const uint16x4_t h01 = vzip1_u16(vld1_u16((const uint16_t *)b), vld1_u16((const uint16_t *)(b + 34)));
-    const uint16x4_t h23 = vzip1_u16(vld1_u16((const uint16_t *)(b + 68)), vld1_u16((const uint16_t *)(b + 102)));
-    const uint16x4_t h = vreinterpret_u16_u32(vzip1_u32(vreinterpret_u32_u16(h01), vreinterpret_u32_u16(h23)));
-    r->acc = vfmaq_f32(r->acc, vmulq_f32(vcvt_f32_f16(vreinterpret_f16_u16(h)), dx), vcvtq_f32_s32(sums));
+NFN void NSFX(gemv_q5_1)(size_t nb, const uint8_t *w, size_t rb, size_t nr, const act_row *a, float *y) {
+    NSFX(gemv_b32)(3, nb, w, rb, nr, a, y);
 }
-
-/* One block's term, for the blocks after the last group of four. */
-NINL float NSFX(q8_0_one)(const uint8_t *b, const int8_t *x, float dx) {
-    const int8x16x2_t xv = vld1q_s8_x2(x);
-    const int32x4_t p = NDOT(NDOT(vdupq_n_s32(0), vld1q_s8((const int8_t *)b + 2), xv.val[0]),
-                             vld1q_s8((const int8_t *)b + 18), xv.val[1]);
-    return f16_hw(b) * dx * (float)vaddvq_s32(p);
-}
-
-/* Four Q8_0 blocks of rows b0 and b1 (two = 1) or of b0 alone, with their activations x and scales dx. */
-NINL void NSFX(q8_0_group)(int two, NSFX(q8_row) *r0, NSFX(q8_row) *r1, const uint8_t *b0, const uint8_t *b1,
-                           const int8_t *x, const float *dx) {
-    const int8x16x4_t x01 = vld1q_s8_x4(x), x23 = vld1q_s8_x4(x + 64);
-    const float32x4_t d = vld1q_f32(dx);
-    NSFX(q8_0_step)(r0, b0, x01, x23, d);
-    if (two) NSFX(q8_0_step)(r1, b1, x01, x23, d);
-}
-
-/* Q8_0 rows w and w + rb (two = 1) or w alone against one activation row, each summed in a float vector and
- * reduced once at its end; two rows share the activation loads. Eight blocks per loop step, so that the folded
- * sums of one half are the previous ones of the other (no register copies). */
-NINL void NSFX(q8_0_rows)(int two, size_t nb, const uint8_t *w, size_t rb, const act_row *a, float *y) {
-    const int32x4_t zero = vdupq_n_s32(0);
-    NSFX(q8_row) r0 = {zero, zero, zero, zero, zero, vdupq_n_f32(0.0f)}, r1 = r0;
-    const uint8_t *b0 = w, *b1 = w + rb;
-    const int8_t *x = a->q;
-    const float *dx = a->d;
-    for (size_t g = nb / 8; g > 0; g--, b0 += 8 * 34, b1 += 8 * 34, x += 256, dx += 8) {
-        NSFX(q8_0_group)(two, &r0, &r1, b0, b1, x, dx);
-        NSFX(q8_0_group)(two, &r0, &r1, b0 + 4 * 34, b1 + 4 * 34, x + 128, dx + 4);
-    }
-    if (nb & 4) NSFX(q8_0_group)(two, &r0, &r1, b0, b1, x, dx);
-    float t0 = vaddvq_f32(r0.acc), t1 = vaddvq_f32(r1.acc);
-    for (size_t i = nb / 4 * 4; i < nb; i++) {
-        t0 += NSFX(q8_0_one)(w + 34 * i, a->q + 32 * i, a->d[i]);
-        if (two) t1 += NSFX(q8_0_one)(w + rb + 34 * i, a->q + 32 * i, a->d[i]);
-    }
-    y[0] = t0;
-    if (two) y[1] = t1;
-}
-
 NFN void NSFX(dot_q8_0)(size_t nb, const uint8_t *w, const act_row *ax, int nx, float *y, size_t ys) {
-    for (int k = 0; k < nx; k++) NSFX(q8_0_rows)(0, nb, w, 0, ax + k, y + k * ys);
+    NSFX(dot_b32)(4, nb, w, ax, nx, y, ys);
 }
-
 NFN void NSFX(gemv_q8_0)(size_t nb, const uint8_t *w, size_t rb, size_t nr, const act_row *a, float *y) {
-    size_t r = 0;
-    for (; NPAIRS && r + 2 <= nr; r += 2) NSFX(q8_0_rows)(1, nb, w + r * rb, rb, a, y + r);
-    for (; r < nr; r++) NSFX(q8_0_rows)(0, nb, w + r * rb, rb, a, y + r);
+    NSFX(gemv_b32)(4, nb, w, rb, nr, a, y);
 }
 
 NFN void NSFX(dot_q2_k)(size_t nb, const uint8_t *w, const act_row *ax, int nx, float *y, size_t ys) {

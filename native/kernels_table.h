@@ -79,8 +79,8 @@ static void act_q256_scalar(const float *x, size_t n, int8_t *q, float *d, int16
 
 static const tinfo TYPES[] = {
     TYPE(F32, f32, ACT_F32),    TYPE(F16, f16, ACT_F32),    TYPE(BF16, bf16, ACT_F32),
-    TYPE(Q4_0, q4_0, ACT_Q32),  TYPE(Q4_1, q4_1, ACT_Q32),  TYPE(Q5_0, q5_0, ACT_Q32),
-    TYPE(Q5_1, q5_1, ACT_Q32),  TYPE_ARM_GEMV(Q8_0, q8_0, ACT_Q32),  TYPE(Q2_K, q2_k, ACT_Q256),
+    TYPE_ARM_GEMV(Q4_0, q4_0, ACT_Q32),  TYPE_ARM_GEMV(Q4_1, q4_1, ACT_Q32),  TYPE_ARM_GEMV(Q5_0, q5_0, ACT_Q32),
+    TYPE_ARM_GEMV(Q5_1, q5_1, ACT_Q32),  TYPE_ARM_GEMV(Q8_0, q8_0, ACT_Q32),  TYPE(Q2_K, q2_k, ACT_Q256),
     TYPE(Q3_K, q3_k, ACT_Q256), TYPE_ARM_GEMV(Q4_K, q4_k, ACT_Q256), TYPE_ARM_GEMV(Q5_K, q5_k, ACT_Q256),
     TYPE(Q6_K, q6_k, ACT_Q256),
 };

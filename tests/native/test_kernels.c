@@ -2,7 +2,7 @@
  *   1. on random blocks with edge cases mixed in (zero, largest, subnormal and non-finite fp16 scales,
  *      all-zero and all-ones codes, zero and non-finite activation blocks) and row lengths of 1 to 9
  *      blocks, against the scalar kernels: the NEON levels bit for bit, except the kernels that sum in
- *      float vectors across blocks (REORDERED) and the multi-row ones, held to the bound of 2. (the x86
+ *      float vectors across blocks (reordered()) and the multi-row ones, held to the bound of 2. (the x86
  *      levels sum in another order too; pytest's tests/test_kernels.py bounds them);
  *   2. on golden_kernels.bin (tests/native/make_golden.py: gguf.quants dequantization and a float64
  *      matmul) with activations on the int8 grid, within 1e-5 * (|W| @ |x|), batch-1 records through
@@ -85,7 +85,10 @@ static int is_neon(int level) { return level == SIMD_NEON || level == SIMD_NEON_
 
 /* NEON kernels that sum the blocks of a row in float vectors and reduce once at its end, as the x86 ones do:
  * not the scalar order, so not bit-identical to it. */
-static int reordered(int id) { return id == GGML_TYPE_Q8_0 || id == GGML_TYPE_Q4_K || id == GGML_TYPE_Q5_K; }
+static int reordered(int id) {
+    return id == GGML_TYPE_Q4_0 || id == GGML_TYPE_Q4_1 || id == GGML_TYPE_Q5_0 || id == GGML_TYPE_Q5_1 ||
+           id == GGML_TYPE_Q8_0 || id == GGML_TYPE_Q4_K || id == GGML_TYPE_Q5_K;
+}
 
 /* sum_j |W_j * x_j| over one row: W the scalar dequantization, x the activations as quantized (the int8 values
  * times their block scale), what both kernels multiply. */
