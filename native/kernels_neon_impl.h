@@ -146,9 +146,10 @@ NINL void NSFX(dot_b32)(int kind, size_t nb, const uint8_t *w, const act_row *ax
 }
 
 NINL void NSFX(gemv_b32)(int kind, size_t nb, const uint8_t *w, size_t rb, size_t nr, const act_row *a, float *y) {
+    const act_row ac = *a; /* a copy the stores to y cannot alias */
     size_t r = 0;
-    for (; NPAIRS && r + 2 <= nr; r += 2) NSFX(b32_rows)(kind, 1, nb, w + r * rb, rb, a, y + r);
-    for (; r < nr; r++) NSFX(b32_rows)(kind, 0, nb, w + r * rb, rb, a, y + r);
+    for (; NPAIRS && r + 2 <= nr; r += 2) NSFX(b32_rows)(kind, 1, nb, w + r * rb, rb, &ac, y + r);
+    for (; r < nr; r++) NSFX(b32_rows)(kind, 0, nb, w + r * rb, rb, &ac, y + r);
 }
 
 NFN void NSFX(dot_q4_0)(size_t nb, const uint8_t *w, const act_row *ax, int nx, float *y, size_t ys) {
