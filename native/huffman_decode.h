@@ -254,6 +254,7 @@ typedef struct {
     const uint8_t *tables; ptrdiff_t ntables;
     int verify_crc;
     int fd;                       /* >= 0: write each chunk to this file with pwrite, dst unused */
+    int keep;                     /* threads' buffers and built tables outlive the call (kept_take) */
     int write_errno;
     size_t chunk_max;
     atomic_llong next;
@@ -266,6 +267,7 @@ typedef struct {
 typedef struct {
     uint8_t *scratch;
     uint8_t *chunk;               /* the decoded chunk, when writing to a file */
+    size_t scratch_cap, chunk_cap;
     uint32_t *tab[CACHE_SLOTS];
     int32_t tab_id[CACHE_SLOTS];
     layout_t layout;
@@ -273,14 +275,21 @@ typedef struct {
     const uint8_t *gptr[MAX_FIELD_TABLES];
 } dec_thread;
 
-/* A per-thread cache of built decode tables, direct-mapped by table id. */
+/* A per-thread cache of built decode tables, direct-mapped by table id. Each keeps the code lengths it was
+ * built from after its entries, and a hit must match them: a kept thread state (kept_take) may come from a
+ * call on another plan, where the same id means another table. */
 static const char *get_table(const dec_ctx *c, dec_thread *t, int32_t id, const uint32_t **out) {
     const int slot = id % CACHE_SLOTS;
-    if (t->tab_id[slot] == id) { *out = t->tab[slot]; return NULL; }
-    if (!t->tab[slot] && !(t->tab[slot] = malloc(TABLE_SIZE * sizeof(uint32_t)))) return OOM;
+    const uint8_t *lengths = c->tables + 256 * (size_t)id;
+    if (t->tab_id[slot] == id && memcmp(t->tab[slot] + TABLE_SIZE, lengths, 256) == 0) {
+        *out = t->tab[slot];
+        return NULL;
+    }
+    if (!t->tab[slot] && !(t->tab[slot] = malloc(TABLE_SIZE * sizeof(uint32_t) + 256))) return OOM;
     t->tab_id[slot] = -1;
-    const char *err = build_decode_table(c->tables + 256 * (size_t)id, t->tab[slot]);
+    const char *err = build_decode_table(lengths, t->tab[slot]);
     if (err) return err;
+    memcpy(t->tab[slot] + TABLE_SIZE, lengths, 256);
     t->tab_id[slot] = id;
     *out = t->tab[slot];
     return NULL;
@@ -496,18 +505,76 @@ static const char *decode_chunk(dec_ctx *c, dec_thread *t, ptrdiff_t j) {
     return NULL;
 }
 
+/* Thread states kept between calls that ask for it (a stream of windows decoded one call each): their
+ * scratch is already mapped and their tables already built, which a fresh state per call would redo for
+ * every window. kept_release() frees them. */
+static pthread_mutex_t kept_lock = PTHREAD_MUTEX_INITIALIZER;
+static dec_thread *kept[POOL_MAX_THREADS];
+static int nkept;
+
+static void dec_thread_free(dec_thread *t) {
+    if (!t) return;
+    for (int i = 0; i < CACHE_SLOTS; i++) free(t->tab[i]);
+    free(t->scratch);
+    free(t->chunk);
+    free(t);
+}
+
+static void kept_release(void) {
+    pthread_mutex_lock(&kept_lock);
+    while (nkept > 0) dec_thread_free(kept[--nkept]);
+    pthread_mutex_unlock(&kept_lock);
+}
+
+static void kept_after_fork(void) { /* a forked child: the lock may be held by a thread that is gone */
+    pthread_mutex_init(&kept_lock, NULL);
+    nkept = 0;
+}
+
+/* A thread state with room for this call's chunks: a kept one when the call keeps them, else a new one. */
+static dec_thread *dec_thread_take(const dec_ctx *c) {
+    dec_thread *t = NULL;
+    if (c->keep) {
+        pthread_mutex_lock(&kept_lock);
+        if (nkept > 0) t = kept[--nkept];
+        pthread_mutex_unlock(&kept_lock);
+    }
+    if (!t) {
+        if (!(t = calloc(1, sizeof(dec_thread)))) return NULL;
+        for (int i = 0; i < CACHE_SLOTS; i++) t->tab_id[i] = -1;
+    }
+    const size_t need = SCRATCH_FACTOR * c->chunk_max + 64;
+    if (t->scratch_cap < need) {
+        free(t->scratch);
+        t->scratch_cap = (t->scratch = malloc(need)) ? need : 0;
+    }
+    if (c->fd >= 0 && t->chunk_cap < c->chunk_max + 64) {
+        free(t->chunk);
+        t->chunk_cap = (t->chunk = malloc(c->chunk_max + 64)) ? c->chunk_max + 64 : 0;
+    }
+    if (!t->scratch || (c->fd >= 0 && !t->chunk)) {
+        dec_thread_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+static void dec_thread_give(const dec_ctx *c, dec_thread *t) {
+    if (c->keep) {
+        pthread_mutex_lock(&kept_lock);
+        if (nkept < POOL_MAX_THREADS) { kept[nkept++] = t; t = NULL; }
+        pthread_mutex_unlock(&kept_lock);
+    }
+    dec_thread_free(t);
+}
+
 /* One decoding thread: its own scratch and table cache, chunks taken one at a time from c->next. */
 static void dec_worker(void *arg, int tid, int nth) {
     (void)tid;
     (void)nth;
     dec_ctx *c = (dec_ctx *)arg;
-    dec_thread *t = calloc(1, sizeof(dec_thread));
+    dec_thread *t = dec_thread_take(c);
     int ok = t != NULL;
-    if (ok) {
-        for (int i = 0; i < CACHE_SLOTS; i++) t->tab_id[i] = -1;
-        ok = (t->scratch = malloc(SCRATCH_FACTOR * c->chunk_max + 64)) != NULL;
-        if (ok && c->fd >= 0) ok = (t->chunk = malloc(c->chunk_max + 64)) != NULL;
-    }
     if (!ok) {
         pthread_mutex_lock(&c->lock);
         if (!c->err) { c->err = OOM; c->err_chunk = -1; }
@@ -530,12 +597,7 @@ static void dec_worker(void *arg, int tid, int nth) {
             atomic_store(&c->failed, 1);
         }
     }
-    if (t) {
-        for (int i = 0; i < CACHE_SLOTS; i++) free(t->tab[i]);
-        free(t->scratch);
-        free(t->chunk);
-        free(t);
-    }
+    if (t) dec_thread_give(c, t);
 }
 
 /* Decode every chunk of c on up to `threads` threads. Call with the GIL released. Fresh threads,

@@ -339,7 +339,8 @@ def _windows(jobs: bytes, start: int, size: int, what: str) -> list[tuple[int, i
 def _stream(p: _Packed, out: _Output, threads: int, progress: Progress | None) -> bytes:
     """Write the original file to ``out``; return its sha256. This thread decodes a window (the GIL released
     in C, on ``threads`` threads) while one thread hashes and another writes the windows before it
-    (hashlib and os.pwrite release the GIL too): the three costs overlap instead of adding up."""
+    (hashlib and os.pwrite release the GIL too): the three costs overlap instead of adding up. The decoder
+    keeps its threads' buffers and built tables from one window to the next, and frees them at the end."""
     h = p.header
     jobs, words, tables = p.decode_jobs()
     windows = _windows(jobs, h.prefix_size, h.original_size, str(p.path))
@@ -372,7 +373,7 @@ def _stream(p: _Packed, out: _Output, threads: int, progress: Progress | None) -
             buf = memoryview(whole)[pad:pad + n]
             try:
                 native.decode(p.mm, buf, jobs[first * _JOB_BYTES:end * _JOB_BYTES], words, tables, threads=threads,
-                              base=at)
+                              base=at, keep_state=True)
             except ValueError as e:
                 raise InputError(f"{p.path}: corrupt packed data: {e}") from None
             except MemoryError:
@@ -390,6 +391,7 @@ def _stream(p: _Packed, out: _Output, threads: int, progress: Progress | None) -
     finally:
         for stage in stages:
             stage.stop()
+        native.release_state()
     if errors:
         raise errors[0]
     return digest.digest()
