@@ -34,7 +34,7 @@ static int get_buffer(PyObject *o, Py_buffer *b, int writable, const char *what)
 /* ------------------------------------------------------------------ decoding */
 
 static PyObject *run_decode(Py_buffer *bs, uint8_t *dst, size_t dst_len, int64_t base, int fd, PyObject *o_jobs,
-                            PyObject *o_lay, PyObject *o_tab, int threads, int verify) {
+                            PyObject *o_lay, PyObject *o_tab, int threads, int verify, int keep) {
     Py_buffer bj, bl, bt;
     if (get_buffer(o_jobs, &bj, 0, "jobs")) return NULL;
     if (get_buffer(o_lay, &bl, 0, "layouts")) { PyBuffer_Release(&bj); return NULL; }
@@ -52,6 +52,7 @@ static PyObject *run_decode(Py_buffer *bs, uint8_t *dst, size_t dst_len, int64_t
     c.layouts = bl.buf; c.nwords = (size_t)bl.len / 4;
     c.tables = bt.buf; c.ntables = bt.len / 256;
     c.verify_crc = verify;
+    c.keep = keep;
     c.err_chunk = -1;
     size_t biggest = 64;
     for (Py_ssize_t j = 0; j < c.njobs; j++) {
@@ -83,18 +84,20 @@ done:
 }
 
 static PyObject *py_decode(PyObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"src", "dst", "jobs", "layouts", "tables", "threads", "verify_crc", "base", NULL};
+    static char *kwlist[] = {"src", "dst", "jobs", "layouts", "tables", "threads", "verify_crc", "base", "keep_state",
+                             NULL};
     PyObject *o_src, *o_dst, *o_jobs, *o_lay, *o_tab;
-    int threads = 1, verify = 1;
+    int threads = 1, verify = 1, keep = 0;
     long long base = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO|ipL", kwlist, &o_src, &o_dst, &o_jobs, &o_lay, &o_tab,
-                                     &threads, &verify, &base))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO|ipLp", kwlist, &o_src, &o_dst, &o_jobs, &o_lay, &o_tab,
+                                     &threads, &verify, &base, &keep))
         return NULL;
     if (base < 0) { PyErr_SetString(PyExc_ValueError, "negative base offset"); return NULL; }
     Py_buffer bs, bd;
     if (get_buffer(o_src, &bs, 0, "src")) return NULL;
     if (get_buffer(o_dst, &bd, 1, "dst")) { PyBuffer_Release(&bs); return NULL; }
-    PyObject *r = run_decode(&bs, bd.buf, (size_t)bd.len, (int64_t)base, -1, o_jobs, o_lay, o_tab, threads, verify);
+    PyObject *r = run_decode(&bs, bd.buf, (size_t)bd.len, (int64_t)base, -1, o_jobs, o_lay, o_tab, threads, verify,
+                             keep);
     PyBuffer_Release(&bs); PyBuffer_Release(&bd);
     return r;
 }
@@ -110,7 +113,7 @@ static PyObject *py_decode_to_fd(PyObject *self, PyObject *args, PyObject *kw) {
     if (fd < 0 || size < 0) { PyErr_SetString(PyExc_ValueError, "bad file descriptor or size"); return NULL; }
     Py_buffer bs;
     if (get_buffer(o_src, &bs, 0, "src")) return NULL;
-    PyObject *r = run_decode(&bs, NULL, (size_t)size, 0, fd, o_jobs, o_lay, o_tab, threads, verify);
+    PyObject *r = run_decode(&bs, NULL, (size_t)size, 0, fd, o_jobs, o_lay, o_tab, threads, verify, 0);
     PyBuffer_Release(&bs);
     return r;
 }
@@ -148,14 +151,23 @@ static PyObject *py_crc32c(PyObject *self, PyObject *args) {
 
 static PyObject *py_hw_crc(PyObject *self, PyObject *noargs) { return PyBool_FromLong(have_hw_crc); }
 
+static PyObject *py_release_state(PyObject *self, PyObject *noargs) {
+    Py_BEGIN_ALLOW_THREADS
+    kept_release();
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_decoder_kind(PyObject *self, PyObject *noargs) {
     return PyUnicode_FromString(decode_field == decode_field_plain ? "plain" : "bmi2");
 }
 
 static PyMethodDef methods[] = {
     {"decode", (PyCFunction)(void (*)(void))py_decode, METH_VARARGS | METH_KEYWORDS,
-     "decode(src, dst, jobs, layouts, tables, threads=1, verify_crc=True, base=0): decode chunks into dst, "
-     "which holds the output from offset base on (a window: jobs may be a slice of the plan)."},
+     "decode(src, dst, jobs, layouts, tables, threads=1, verify_crc=True, base=0, keep_state=False): decode "
+     "chunks into dst, which holds the output from offset base on (a window: jobs may be a slice of the plan). "
+     "keep_state: the threads' buffers and built tables stay for the next call (release_state frees them)."},
+    {"release_state", py_release_state, METH_NOARGS, "release_state(): free what decode(keep_state=True) kept."},
     {"decode_to_fd", (PyCFunction)(void (*)(void))py_decode_to_fd, METH_VARARGS | METH_KEYWORDS,
      "decode_to_fd(src, fd, size, jobs, layouts, tables, threads=1, verify_crc=True): decode chunks and "
      "pwrite each at its offset (checked before it is written)."},
@@ -183,6 +195,7 @@ PyMODINIT_FUNC PyInit__huffman(void) {
     crc_init();
     rev_init();
     dispatch_init();
+    pthread_atfork(NULL, NULL, kept_after_fork);
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     PyModule_AddIntConstant(m, "MAX_BITS", MAX_BITS);

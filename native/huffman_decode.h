@@ -24,8 +24,10 @@
 #include "pool.h"
 #include "simd.h"
 
-/* Entry: bits 0-7 first symbol, 8-15 second symbol, 16-23 bits used by the entry,
- * 24-27 length of the first symbol alone, 28-31 number of symbols (1 or 2). */
+/* Entry: bits 0-5 bits used by the entry (where a 64-bit shift reads its count, so the shift that consumes
+ * them needs no masking first, one step less in the chain of dependent operations per lookup), 8-15 first
+ * symbol, 16-23 second symbol (the first again in a one-symbol entry), 24-27 length of the first symbol
+ * alone, 28-31 number of symbols (1 or 2). */
 static uint8_t rev8[256];
 
 static void rev_init(void) {
@@ -46,7 +48,7 @@ static const char *build_decode_table(const uint8_t *lengths, uint32_t *table) {
     if (used == 1) { /* one symbol, one bit, and either bit value decodes to it */
         unsigned sym = 0;
         for (unsigned k = 0; k < 256; k++) if (lengths[k]) sym = k;
-        const uint32_t e = sym | (sym << 8) | (2u << 16) | (1u << 24) | (2u << 28);
+        const uint32_t e = 2u | (sym << 8) | (sym << 16) | (1u << 24) | (2u << 28);
         for (unsigned i = 0; i < TABLE_SIZE; i++) table[i] = e;
         return NULL;
     }
@@ -56,7 +58,7 @@ static const char *build_decode_table(const uint8_t *lengths, uint32_t *table) {
         const unsigned l = lengths[k];
         if (!l) continue;
         if (l < lmin) lmin = l;
-        const uint32_t e = k | (k << 8) | (l << 16) | (l << 24) | (1u << 28);
+        const uint32_t e = l | (k << 8) | (k << 16) | (l << 24) | (1u << 28);
         for (unsigned i = rev_code(codes[k], l); i < TABLE_SIZE; i += 1u << l) table[i] = e;
     }
     if (2 * lmin > MAX_BITS) return NULL;
@@ -67,7 +69,7 @@ static const char *build_decode_table(const uint8_t *lengths, uint32_t *table) {
         const uint32_t e2 = table[i >> l1];
         const unsigned l2 = (e2 >> 24) & 0xfu;
         if (l1 + l2 <= MAX_BITS)
-            table[i] = (e1 & 0xffu) | ((e2 & 0xffu) << 8) | ((l1 + l2) << 16) | (l1 << 24) | (2u << 28);
+            table[i] = (l1 + l2) | (e1 & 0xff00u) | ((e2 & 0xff00u) << 8) | (l1 << 24) | (2u << 28);
     }
     return NULL;
 }
@@ -91,12 +93,12 @@ typedef struct {
 
 #define DECODE1(s)                                                \
     do {                                                          \
-        uint32_t e_ = table[(s).buf & (TABLE_SIZE - 1)];          \
-        memcpy((s).out, &e_, 2);                                  \
+        const uint32_t e_ = table[(s).buf & (TABLE_SIZE - 1)];    \
+        const uint16_t s_ = (uint16_t)(e_ >> 8);                  \
+        memcpy((s).out, &s_, 2);                                  \
         (s).out += e_ >> 28;                                      \
-        unsigned nb_ = (e_ >> 16) & 0xffu;                        \
-        (s).buf >>= nb_;                                          \
-        (s).cnt -= nb_;                                           \
+        (s).buf >>= e_ & 63u;                                     \
+        (s).cnt -= e_ & 63u;                                      \
     } while (0)
 
 /* One symbol at a time, zeros past the stream end; used near the ends of streams. */
@@ -112,10 +114,71 @@ static ALWAYS_INLINE void decode_tail(const uint8_t *base, stream_t *s, const ui
         }
         uint32_t e = table[s->buf & (TABLE_SIZE - 1)];
         unsigned l1 = (e >> 24) & 0xfu;
-        *s->out++ = (uint8_t)e;
+        *s->out++ = (uint8_t)(e >> 8);
         s->buf >>= l1;
         s->cnt -= l1;
     }
+}
+
+/* The four streams' fast loop, while every stream has 8 readable bytes and room for a round's symbols:
+ * a refill, then four lookups (at most 48 bits) per stream. The bit buffers, counts and outputs live in
+ * locals so they stay in registers; the read positions (used once a round) and the round count are kept
+ * in memory, which leaves x86-64's sixteen registers enough for the rest. A count keeps only its low 6
+ * bits meaningful (entries are subtracted whole: their low 6 bits are the bits used), which is all a
+ * refill reads. */
+static ALWAYS_INLINE void fast_streams(const uint8_t *base, size_t base_len, stream_t *st, const uint32_t *table) {
+    if (base_len < 8) return;
+    const size_t lim = base_len - 8;
+    uint64_t b0 = st[0].buf, b1 = st[1].buf, b2 = st[2].buf, b3 = st[3].buf;
+    uint32_t c0 = st[0].cnt, c1 = st[1].cnt, c2 = st[2].cnt, c3 = st[3].cnt;
+    const uint8_t *volatile pv[N_STREAMS] = {base + st[0].pos, base + st[1].pos, base + st[2].pos, base + st[3].pos};
+    const uint8_t *const plim = base + lim;
+    uint8_t *o0 = st[0].out, *o1 = st[1].out, *o2 = st[2].out, *o3 = st[3].out;
+    for (;;) {
+        /* each round reads at most 7 new bytes and writes at most 8 symbols per stream */
+        size_t n = SIZE_MAX;
+#define ROUNDS(k)                                                          \
+        do {                                                               \
+            const uint8_t *p_ = pv[k];                                     \
+            size_t r_ = p_ > plim ? 0 : (size_t)(plim - p_) / 7 + 1;       \
+            size_t w_ = (size_t)(st[k].out_end - o##k) / 8;                \
+            if (r_ < n) n = r_;                                            \
+            if (w_ < n) n = w_;                                            \
+        } while (0)
+        ROUNDS(0); ROUNDS(1); ROUNDS(2); ROUNDS(3);
+#undef ROUNDS
+        if (n == 0) break;
+        volatile size_t left = n;
+#define LREFILL(k)                                                         \
+        do {                                                               \
+            const uint8_t *p_ = pv[k];                                     \
+            b##k |= load64le(p_) << (c##k & 63u);                          \
+            pv[k] = p_ + ((~c##k & 63u) >> 3);                             \
+            c##k |= 56u;                                                   \
+        } while (0)
+#define LPAIR(k)                                                           \
+        do {                                                               \
+            const uint32_t e_ = table[b##k & (TABLE_SIZE - 1)];            \
+            const uint16_t s_ = (uint16_t)(e_ >> 8);                       \
+            memcpy(o##k, &s_, 2);                                          \
+            o##k += e_ >> 28;                                              \
+            b##k >>= e_ & 63u;                                             \
+            c##k -= e_;                                                    \
+        } while (0)
+        do {
+            LREFILL(0); LREFILL(1); LREFILL(2); LREFILL(3);
+            LPAIR(0); LPAIR(1); LPAIR(2); LPAIR(3);
+            LPAIR(0); LPAIR(1); LPAIR(2); LPAIR(3);
+            LPAIR(0); LPAIR(1); LPAIR(2); LPAIR(3);
+            LPAIR(0); LPAIR(1); LPAIR(2); LPAIR(3);
+        } while (--left);
+#undef LREFILL
+#undef LPAIR
+    }
+    st[0].buf = b0; st[1].buf = b1; st[2].buf = b2; st[3].buf = b3;
+    st[0].cnt = c0 & 63u; st[1].cnt = c1 & 63u; st[2].cnt = c2 & 63u; st[3].cnt = c3 & 63u;
+    for (int k = 0; k < N_STREAMS; k++) st[k].pos = (size_t)(pv[k] - base);
+    st[0].out = o0; st[1].out = o1; st[2].out = o2; st[3].out = o3;
 }
 
 /* Decode four streams of one field into out[0..nsym). Returns NULL or an error. */
@@ -131,57 +194,7 @@ static ALWAYS_INLINE const char *decode_field_impl(const uint8_t *base, size_t b
         st[k].out = out + a; st[k].out_end = out + b;
         if (b - a > 8 * lens[k]) return "more symbols than the stream can hold";
     }
-    /* Fast loop: 4 lookups (at most 48 bits) per refill, at most 8 symbols written per stream.
-     * Streams live in locals so they stay in registers; the loop bound is worked out ahead. */
-    if (base_len >= 8) {
-        const size_t lim = base_len - 8;
-        uint64_t b0 = st[0].buf, b1 = st[1].buf, b2 = st[2].buf, b3 = st[3].buf;
-        unsigned c0 = st[0].cnt, c1 = st[1].cnt, c2 = st[2].cnt, c3 = st[3].cnt;
-        size_t p0 = st[0].pos, p1 = st[1].pos, p2 = st[2].pos, p3 = st[3].pos;
-        uint8_t *o0 = st[0].out, *o1 = st[1].out, *o2 = st[2].out, *o3 = st[3].out;
-        for (;;) {
-            /* each round reads at most 7 new bytes and writes at most 8 symbols per stream */
-            size_t n = SIZE_MAX;
-#define ROUNDS(k)                                                          \
-            do {                                                           \
-                size_t r_ = p##k > lim ? 0 : (lim - p##k) / 7 + 1;          \
-                size_t w_ = (size_t)(st[k].out_end - o##k) / 8;            \
-                if (r_ < n) n = r_;                                        \
-                if (w_ < n) n = w_;                                        \
-            } while (0)
-            ROUNDS(0); ROUNDS(1); ROUNDS(2); ROUNDS(3);
-#undef ROUNDS
-            if (n == 0) break;
-#define LREFILL(k)                                                         \
-            do {                                                           \
-                b##k |= load64le(base + p##k) << c##k;                     \
-                p##k += (63u - c##k) >> 3;                                 \
-                c##k |= 56u;                                               \
-            } while (0)
-#define LDEC(k)                                                            \
-            do {                                                           \
-                uint32_t e_ = table[b##k & (TABLE_SIZE - 1)];              \
-                memcpy(o##k, &e_, 2);                                      \
-                o##k += e_ >> 28;                                          \
-                unsigned nb_ = (e_ >> 16) & 0xffu;                         \
-                b##k >>= nb_;                                              \
-                c##k -= nb_;                                               \
-            } while (0)
-            while (n--) {
-                LREFILL(0); LREFILL(1); LREFILL(2); LREFILL(3);
-                LDEC(0); LDEC(1); LDEC(2); LDEC(3);
-                LDEC(0); LDEC(1); LDEC(2); LDEC(3);
-                LDEC(0); LDEC(1); LDEC(2); LDEC(3);
-                LDEC(0); LDEC(1); LDEC(2); LDEC(3);
-            }
-#undef LREFILL
-#undef LDEC
-        }
-        st[0].buf = b0; st[1].buf = b1; st[2].buf = b2; st[3].buf = b3;
-        st[0].cnt = c0; st[1].cnt = c1; st[2].cnt = c2; st[3].cnt = c3;
-        st[0].pos = p0; st[1].pos = p1; st[2].pos = p2; st[3].pos = p3;
-        st[0].out = o0; st[1].out = o1; st[2].out = o2; st[3].out = o3;
-    }
+    fast_streams(base, base_len, st, table);
     for (int k = 0; k < N_STREAMS; k++) {
         stream_t *s = &st[k];
         /* One stream alone, still fast, while it has 8 readable bytes and room for 8 symbols. */
@@ -241,6 +254,7 @@ typedef struct {
     const uint8_t *tables; ptrdiff_t ntables;
     int verify_crc;
     int fd;                       /* >= 0: write each chunk to this file with pwrite, dst unused */
+    int keep;                     /* threads' buffers and built tables outlive the call (kept_take) */
     int write_errno;
     size_t chunk_max;
     atomic_llong next;
@@ -253,6 +267,7 @@ typedef struct {
 typedef struct {
     uint8_t *scratch;
     uint8_t *chunk;               /* the decoded chunk, when writing to a file */
+    size_t scratch_cap, chunk_cap;
     uint32_t *tab[CACHE_SLOTS];
     int32_t tab_id[CACHE_SLOTS];
     layout_t layout;
@@ -260,14 +275,21 @@ typedef struct {
     const uint8_t *gptr[MAX_FIELD_TABLES];
 } dec_thread;
 
-/* A per-thread cache of built decode tables, direct-mapped by table id. */
+/* A per-thread cache of built decode tables, direct-mapped by table id. Each keeps the code lengths it was
+ * built from after its entries, and a hit must match them: a kept thread state (kept_take) may come from a
+ * call on another plan, where the same id means another table. */
 static const char *get_table(const dec_ctx *c, dec_thread *t, int32_t id, const uint32_t **out) {
     const int slot = id % CACHE_SLOTS;
-    if (t->tab_id[slot] == id) { *out = t->tab[slot]; return NULL; }
-    if (!t->tab[slot] && !(t->tab[slot] = malloc(TABLE_SIZE * sizeof(uint32_t)))) return OOM;
+    const uint8_t *lengths = c->tables + 256 * (size_t)id;
+    if (t->tab_id[slot] == id && memcmp(t->tab[slot] + TABLE_SIZE, lengths, 256) == 0) {
+        *out = t->tab[slot];
+        return NULL;
+    }
+    if (!t->tab[slot] && !(t->tab[slot] = malloc(TABLE_SIZE * sizeof(uint32_t) + 256))) return OOM;
     t->tab_id[slot] = -1;
-    const char *err = build_decode_table(c->tables + 256 * (size_t)id, t->tab[slot]);
+    const char *err = build_decode_table(lengths, t->tab[slot]);
     if (err) return err;
+    memcpy(t->tab[slot] + TABLE_SIZE, lengths, 256);
     t->tab_id[slot] = id;
     *out = t->tab[slot];
     return NULL;
@@ -341,11 +363,18 @@ static const char *decode_ctx_field(const dec_ctx *c, dec_thread *t, cursor_t *c
     }
     if (F->nruns == 1) {
         uint8_t *d = dst + F->runs[0].off;
-        for (size_t b = 0; b < nblocks; b++) {
-            const int s = F->map[ctx[b * bs]];
-            memcpy(d + b * bs, t->gptr[s], w);
-            t->gptr[s] += w;
+#define CTX_COPY(W)                                                        \
+        for (size_t b = 0; b < nblocks; b++) {                             \
+            const int s = F->map[ctx[b * bs]];                             \
+            memcpy(d + b * bs, t->gptr[s], W);                             \
+            t->gptr[s] += W;                                               \
         }
+        switch (w) { /* constant sizes: straight vector moves instead of a call per block */
+        case 16: CTX_COPY(16); break;
+        case 32: CTX_COPY(32); break;
+        default: CTX_COPY(w);
+        }
+#undef CTX_COPY
     } else {
         for (size_t b = 0; b < nblocks; b++) {
             const int s = F->map[ctx[b * bs]];
@@ -476,18 +505,76 @@ static const char *decode_chunk(dec_ctx *c, dec_thread *t, ptrdiff_t j) {
     return NULL;
 }
 
+/* Thread states kept between calls that ask for it (a stream of windows decoded one call each): their
+ * scratch is already mapped and their tables already built, which a fresh state per call would redo for
+ * every window. kept_release() frees them. */
+static pthread_mutex_t kept_lock = PTHREAD_MUTEX_INITIALIZER;
+static dec_thread *kept[POOL_MAX_THREADS];
+static int nkept;
+
+static void dec_thread_free(dec_thread *t) {
+    if (!t) return;
+    for (int i = 0; i < CACHE_SLOTS; i++) free(t->tab[i]);
+    free(t->scratch);
+    free(t->chunk);
+    free(t);
+}
+
+static void kept_release(void) {
+    pthread_mutex_lock(&kept_lock);
+    while (nkept > 0) dec_thread_free(kept[--nkept]);
+    pthread_mutex_unlock(&kept_lock);
+}
+
+static void kept_after_fork(void) { /* a forked child: the lock may be held by a thread that is gone */
+    pthread_mutex_init(&kept_lock, NULL);
+    nkept = 0;
+}
+
+/* A thread state with room for this call's chunks: a kept one when the call keeps them, else a new one. */
+static dec_thread *dec_thread_take(const dec_ctx *c) {
+    dec_thread *t = NULL;
+    if (c->keep) {
+        pthread_mutex_lock(&kept_lock);
+        if (nkept > 0) t = kept[--nkept];
+        pthread_mutex_unlock(&kept_lock);
+    }
+    if (!t) {
+        if (!(t = calloc(1, sizeof(dec_thread)))) return NULL;
+        for (int i = 0; i < CACHE_SLOTS; i++) t->tab_id[i] = -1;
+    }
+    const size_t need = SCRATCH_FACTOR * c->chunk_max + 64;
+    if (t->scratch_cap < need) {
+        free(t->scratch);
+        t->scratch_cap = (t->scratch = malloc(need)) ? need : 0;
+    }
+    if (c->fd >= 0 && t->chunk_cap < c->chunk_max + 64) {
+        free(t->chunk);
+        t->chunk_cap = (t->chunk = malloc(c->chunk_max + 64)) ? c->chunk_max + 64 : 0;
+    }
+    if (!t->scratch || (c->fd >= 0 && !t->chunk)) {
+        dec_thread_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+static void dec_thread_give(const dec_ctx *c, dec_thread *t) {
+    if (c->keep) {
+        pthread_mutex_lock(&kept_lock);
+        if (nkept < POOL_MAX_THREADS) { kept[nkept++] = t; t = NULL; }
+        pthread_mutex_unlock(&kept_lock);
+    }
+    dec_thread_free(t);
+}
+
 /* One decoding thread: its own scratch and table cache, chunks taken one at a time from c->next. */
 static void dec_worker(void *arg, int tid, int nth) {
     (void)tid;
     (void)nth;
     dec_ctx *c = (dec_ctx *)arg;
-    dec_thread *t = calloc(1, sizeof(dec_thread));
+    dec_thread *t = dec_thread_take(c);
     int ok = t != NULL;
-    if (ok) {
-        for (int i = 0; i < CACHE_SLOTS; i++) t->tab_id[i] = -1;
-        ok = (t->scratch = malloc(SCRATCH_FACTOR * c->chunk_max + 64)) != NULL;
-        if (ok && c->fd >= 0) ok = (t->chunk = malloc(c->chunk_max + 64)) != NULL;
-    }
     if (!ok) {
         pthread_mutex_lock(&c->lock);
         if (!c->err) { c->err = OOM; c->err_chunk = -1; }
@@ -510,12 +597,7 @@ static void dec_worker(void *arg, int tid, int nth) {
             atomic_store(&c->failed, 1);
         }
     }
-    if (t) {
-        for (int i = 0; i < CACHE_SLOTS; i++) free(t->tab[i]);
-        free(t->scratch);
-        free(t->chunk);
-        free(t);
-    }
+    if (t) dec_thread_give(c, t);
 }
 
 /* Decode every chunk of c on up to `threads` threads. Call with the GIL released. Fresh threads,

@@ -150,6 +150,33 @@ def test_c_decoder_spreads_chunks_over_threads_with_the_same_result(rich):
         assert outs[0] == outs[1] == outs[2]
 
 
+
+def test_kept_decoder_state_never_serves_one_plan_tables_built_for_another(rng):
+    """decode(keep_state=True) keeps each thread's built tables between calls; cases from different data
+    reuse the same table ids for other code lengths, so a table kept from one must not decode another."""
+    cases = [random_case(rng) for _ in range(12)]
+    try:
+        for _ in range(3):
+            for src, payload, job, words, tab in cases:
+                out = bytearray(len(src))
+                _huffman.decode(payload, out, job, words, tab, threads=2, keep_state=True)
+                assert bytes(out) == src
+    finally:
+        _huffman.release_state()
+    # and a kept state that met bad input decodes good input afterwards
+    src, payload, job, words, tab = plain_case()
+    bad = tab.copy()
+    bad[0, 0] = 7  # over-subscribed
+    try:
+        with pytest.raises(ValueError):
+            _huffman.decode(payload, bytearray(len(src)), job, words, bad, threads=2, keep_state=True)
+        out = bytearray(len(src))
+        _huffman.decode(payload, out, job, words, tab, threads=2, keep_state=True)
+        assert bytes(out) == src
+    finally:
+        _huffman.release_state()
+
+
 # ---------------------------------------------------------------- hostile input: the decoder
 
 def plain_case():

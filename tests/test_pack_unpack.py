@@ -187,3 +187,53 @@ def test_unpack_and_install_run_without_numpy_typer_or_the_gguf_package(big, tmp
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def _write_windows(path: Path, data: bytes, cuts: list[int], misalign: int = 0) -> bool:
+    """Write ``data`` through decode._Output window by window (windows between ``cuts``), each from a
+    page-aligned buffer at its offset's alignment, as _stream lays them out (``misalign`` shifts the memory
+    by that many bytes). Returns whether the direct descriptor was still open at the end."""
+    import mmap
+
+    from gguf_tools.packed import decode as d
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    out = d._Output(fd, path)
+    try:
+        buf = mmap.mmap(-1, max(b - a for a, b in zip(cuts, cuts[1:])) + 2 * d._ALIGN)
+        for a, b in zip(cuts, cuts[1:]):
+            pad = a % d._ALIGN + misalign
+            buf[pad:pad + b - a] = data[a:b]
+            with memoryview(buf) as whole, whole[pad:pad + b - a] as view:
+                out.write(view, a)
+        still_direct = out.direct is not None
+    finally:
+        out.close()
+    return still_direct
+
+
+def test_unpack_output_writes_any_window_boundaries_byte_for_byte(tmp_path):
+    rng = np.random.default_rng(3)
+    data = rng.integers(0, 256, 3 * MiB + 12345, dtype=np.uint8).tobytes()
+    # windows starting and ending off page boundaries, one inside a single page, one exactly aligned
+    cuts = [0, 777, 4096, 4096 + 100, 4096 + 200, 70000, MiB, 2 * MiB + 5, len(data)]
+    path = tmp_path / "w.bin"
+    _write_windows(path, data, cuts)
+    assert path.read_bytes() == data
+
+
+def test_unpack_output_falls_back_to_the_page_cache_when_direct_writes_are_refused(tmp_path):
+    from gguf_tools.packed import decode as d
+
+    if not hasattr(os, "O_DIRECT"):
+        pytest.skip("no O_DIRECT on this system")
+    rng = np.random.default_rng(4)
+    data = rng.integers(0, 256, MiB + 999, dtype=np.uint8).tobytes()
+    path = tmp_path / "m.bin"
+    probe = d._Output(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644), path)
+    direct = probe.direct is not None
+    probe.close()
+    # buffers one byte off their pages: a direct write from them fails with EINVAL, the rest goes buffered
+    still_direct = _write_windows(path, data, [0, 5000, 600000, len(data)], misalign=1)
+    assert path.read_bytes() == data
+    assert not still_direct or not direct

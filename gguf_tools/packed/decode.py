@@ -11,6 +11,7 @@ NumPy (format.py does, for ``check`` and ``pack_info`` only): ``gguf-tools unpac
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import mmap
 import os
@@ -302,11 +303,12 @@ def unpack(src: str | os.PathLike, dst: str | os.PathLike, *, threads: int | Non
         p.decode_jobs()
         with atomic_output(Path(dst), needed=size) as tmp:
             fd = os.open(tmp, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+            out = _Output(fd, tmp)
             try:
-                digest = _stream(p, fd, n, progress)
+                digest = _stream(p, out, n, progress)
                 written = os.fstat(fd).st_size
             finally:
-                os.close(fd)
+                out.close()
             if written != size:
                 raise InputError(f"{src}: unpacked data is {written} bytes, not {size}")
             p.check_digest(digest)
@@ -334,25 +336,28 @@ def _windows(jobs: bytes, start: int, size: int, what: str) -> list[tuple[int, i
     return out
 
 
-def _stream(p: _Packed, fd: int, threads: int, progress: Progress | None) -> bytes:
-    """Write the original file to ``fd``; return its sha256. This thread decodes a window (the GIL released
+def _stream(p: _Packed, out: _Output, threads: int, progress: Progress | None) -> bytes:
+    """Write the original file to ``out``; return its sha256. This thread decodes a window (the GIL released
     in C, on ``threads`` threads) while one thread hashes and another writes the windows before it
-    (hashlib and os.pwrite release the GIL too): the three costs overlap instead of adding up."""
+    (hashlib and os.pwrite release the GIL too): the three costs overlap instead of adding up. The decoder
+    keeps its threads' buffers and built tables from one window to the next, and frees them at the end."""
     h = p.header
     jobs, words, tables = p.decode_jobs()
     windows = _windows(jobs, h.prefix_size, h.original_size, str(p.path))
     digest = hashlib.sha256(p.prefix)
-    _pwrite_all(fd, p.prefix, 0)
+    _pwrite_all(out.fd, p.prefix, 0)
     if not windows:
         return digest.digest()
     rows = memoryview(jobs).cast("q")
     try:
-        buffers = [bytearray(max(w[3] for w in windows)) for _ in range(min(BUFFERS, len(windows)))]
+        # page-aligned (anonymous maps) with a page to spare: a window sits at its file offset's alignment, so
+        # its whole pages can be written with O_DIRECT
+        buffers = [mmap.mmap(-1, max(w[3] for w in windows) + _ALIGN) for _ in range(min(BUFFERS, len(windows)))]
     except MemoryError:
         raise ResourceError(f"{p.path}: not enough memory to decode") from None
     errors: list[BaseException] = []
     stages = [_Stage(lambda view, at: digest.update(view), errors),
-              _Stage(lambda view, at: _pwrite_all(fd, view, at), errors)]
+              _Stage(out.write, errors)]
     native, page = _native(), mmap.PAGESIZE
     in_flight, done = 0, h.prefix_size
     try:
@@ -363,10 +368,12 @@ def _stream(p: _Packed, fd: int, threads: int, progress: Progress | None) -> byt
                 in_flight -= 1
             if errors:
                 break
-            buf = buffers[k % len(buffers)]
+            whole = buffers[k % len(buffers)]
+            pad = at % _ALIGN
+            buf = memoryview(whole)[pad:pad + n]
             try:
                 native.decode(p.mm, buf, jobs[first * _JOB_BYTES:end * _JOB_BYTES], words, tables, threads=threads,
-                              base=at)
+                              base=at, keep_state=True)
             except ValueError as e:
                 raise InputError(f"{p.path}: corrupt packed data: {e}") from None
             except MemoryError:
@@ -376,7 +383,7 @@ def _stream(p: _Packed, fd: int, threads: int, progress: Progress | None) -> byt
             with contextlib.suppress(OSError, ValueError, AttributeError):
                 p.mm.madvise(mmap.MADV_DONTNEED, lo, rows[6 * (end - 1)] + rows[6 * (end - 1) + 1] - lo)
             for stage in stages:
-                stage.work.put((buf, at, n))
+                stage.work.put((buf, at))
             in_flight += 1
             done += n
             if progress:
@@ -384,6 +391,7 @@ def _stream(p: _Packed, fd: int, threads: int, progress: Progress | None) -> byt
     finally:
         for stage in stages:
             stage.stop()
+        native.release_state()
     if errors:
         raise errors[0]
     return digest.digest()
@@ -402,11 +410,10 @@ class _Stage:
 
     def _run(self) -> None:
         while (item := self.work.get()) is not None:
-            buf, at, n = item
+            view, at = item
             if not self._errors:
                 try:
-                    with memoryview(buf) as whole, whole[:n] as view:
-                        self._fn(view, at)
+                    self._fn(view, at)
                 except BaseException as e:  # noqa: BLE001  (raised in the caller's thread)
                     self._errors.append(e)
             self.done.put(None)
@@ -414,6 +421,49 @@ class _Stage:
     def stop(self) -> None:
         self.work.put(None)
         self._thread.join()
+
+
+_ALIGN = max(4096, mmap.PAGESIZE)  # what O_DIRECT asks of offsets, lengths and addresses, at most
+
+
+class _Output:
+    """The file being unpacked: whole aligned pages go out with O_DIRECT where the system and the file system
+    take it (no copy into the page cache, the largest cost of a buffered write here), the pieces at a window's
+    ends and everything else through the ordinary descriptor. The caller's fsync then covers both."""
+
+    def __init__(self, fd: int, path: Path):
+        self.fd, self.direct = fd, None
+        flag = getattr(os, "O_DIRECT", 0)
+        if flag:
+            with contextlib.suppress(OSError):
+                self.direct = os.open(path, os.O_WRONLY | flag | getattr(os, "O_CLOEXEC", 0))
+
+    def write(self, view: memoryview, at: int) -> None:
+        end = at + len(view)
+        lo, hi = -(-at // _ALIGN) * _ALIGN, end // _ALIGN * _ALIGN
+        if self.direct is None or hi <= lo:
+            _pwrite_all(self.fd, view, at)
+            return
+        if lo > at:
+            _pwrite_all(self.fd, view[:lo - at], at)
+        try:
+            _pwrite_all(self.direct, view[lo - at:hi - at], lo)
+        except OSError as e:  # EINVAL: this file system does not do direct writes after all
+            if e.errno != errno.EINVAL:
+                raise
+            self.close_direct()
+            _pwrite_all(self.fd, view[lo - at:hi - at], lo)
+        if end > hi:
+            _pwrite_all(self.fd, view[hi - at:], hi)
+
+    def close_direct(self) -> None:
+        if self.direct is not None:
+            os.close(self.direct)
+            self.direct = None
+
+    def close(self) -> None:
+        self.close_direct()
+        os.close(self.fd)
 
 
 def _pwrite_all(fd: int, data, offset: int) -> None:
