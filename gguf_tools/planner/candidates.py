@@ -30,11 +30,11 @@ def cost(spec: TensorSpec, qtype: Q) -> int:
     return int(gguf.GGUFWriter.ggml_pad(layout.tensor_nbytes(spec.shape, qtype), ALIGNMENT))
 
 
-def dequantize(qtype: Q, raw: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """float32 values of ``raw`` blocks (numpy ``shape``): the native kernels, gguf's NumPy code for the types they
-    do not read (IQ4_NL)."""
+def dequantize(qtype: Q, raw: np.ndarray, shape: tuple[int, ...], threads: int | None = None) -> np.ndarray:
+    """float32 values of ``raw`` blocks (numpy ``shape``): the native kernels (on ``threads``), gguf's NumPy code for
+    the types they do not read (IQ4_NL)."""
     from ..engine import kernels
 
     if qtype in kernels.SUPPORTED_TYPES:
-        return kernels.dequantize(qtype, raw, shape).reshape(shape)
+        return kernels.dequantize(qtype, raw, shape, threads=threads).reshape(shape)
     return gguf.quants.dequantize(np.asarray(raw).reshape(shape[0], -1), qtype).astype(np.float32).reshape(shape)

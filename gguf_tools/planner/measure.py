@@ -81,7 +81,10 @@ def measure(
     events: Events | None = None,
 ) -> Sensitivity:
     """The sensitivity of the F16/BF16/F32 GGUF ``src`` on calibration ``text`` (the end of it is held out for the
-    probes), with the quantizer that ``imatrix`` and ``search`` make; from the cache when it has it."""
+    probes), with the quantizer that ``imatrix`` and ``search`` make; from the cache when it has it.
+
+    ``workers`` (default: the cores) threads share the per-tensor errors (or ``cluster`` takes them) and the group
+    probes; ``threads`` is the reference pass's matmul threads."""
     from ..engine.transformer import Engine
     from ..packed import open_gguf
 
@@ -138,7 +141,13 @@ def measure(
         m = sensitivity.BLOCK_NAME.match(name)
         return None if m is None else band_start[int(m.group(1)) * bands // n_layers]
 
-    alphas = sensitivity.calibrate(engine, f, ref, tokens, members, errors, importance, search, first_layer)
+    from ..system import default_threads
+
+    side = min(workers or default_threads(), len(members))   # probes run side by side, one engine each
+    if side > 1:
+        engine.threads = 1
+    engines = [engine] + [Engine(src, n_ctx=len(tokens), threads=1) for _ in range(side - 1)]
+    alphas = sensitivity.calibrate(engines, f, ref, tokens, members, errors, importance, search, first_layer)
     note("probes", len(members), len(members))
     groups = {n: g for n, g in groups.items() if n in errors}
     if use_cache:
