@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,12 +79,13 @@ def measure(
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
     events: Events | None = None,
+    keep: MutableMapping | None = None,
 ) -> Sensitivity:
     """The sensitivity of the F16/BF16/F32 GGUF ``src`` on calibration ``text`` (the end of it is held out for the
     probes), with the quantizer that ``imatrix`` and ``search`` make; from the cache when it has it.
 
     ``workers`` (default: the cores) threads share the per-tensor errors (or ``cluster`` takes them) and the group
-    probes; ``threads`` is the reference pass's matmul threads."""
+    probes; ``threads`` is the reference pass's matmul threads. ``keep`` receives the probes' encoded tensors."""
     from ..engine.transformer import Engine
     from ..packed import open_gguf
 
@@ -147,7 +148,8 @@ def measure(
     if side > 1:
         engine.threads = 1
     engines = [engine] + [Engine(src, n_ctx=len(tokens), threads=1) for _ in range(side - 1)]
-    alphas = sensitivity.calibrate(engines, f, ref, tokens, members, errors, importance, search, first_layer)
+    alphas = sensitivity.calibrate(engines, f, ref, tokens, members, errors, importance, search, first_layer,
+                                   keep)
     note("probes", len(members), len(members))
     groups = {n: g for n, g in groups.items() if n in errors}
     if use_cache:
@@ -185,3 +187,14 @@ def file_kld(path: str | Path, sens: Sensitivity, threads: int | None = None) ->
         if w.qtype not in kernels.SUPPORTED_TYPES:
             engine.w[n] = Weight(n, Q.F32, dequantize(w.qtype, w.data, w.shape), w.shape)
     return float(sensitivity.kld(sens.ref_logp, engine.head(sensitivity.scored(engine.hidden(sens.tokens)))).mean())
+
+
+def file_klds(paths: list[Path], sens: Sensitivity, threads: int | None = None) -> list[float]:
+    """``file_kld`` of each file, side by side on threads (each single-threaded) when there are several: a forward
+    pass over the held-out tokens is small matmuls, which keep a core each busier than two cores one."""
+    if len(paths) <= 1:
+        return [file_kld(p, sens, threads) for p in paths]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(paths)) as pool:
+        return list(pool.map(lambda p: file_kld(p, sens, 1), paths))

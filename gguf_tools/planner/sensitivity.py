@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import queue
 import re
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -251,7 +251,7 @@ def quantized_copy(f: GGUFFile, t: TensorInfo, qtype: Q, importance: np.ndarray 
 
 def calibrate(engines: list, f: GGUFFile, ref: Reference, tokens: list[int], groups: dict[str, list[str]],
               errors: dict[str, dict[str, float]], importance: dict[str, np.ndarray], search: str,
-              first_layer: Callable[[str], int | None]) -> dict[str, float]:
+              first_layer: Callable[[str], int | None], keep: MutableMapping | None = None) -> dict[str, float]:
     """{tensor: alpha}: the group's measured probe KLD, shared equally by its tensors at the probe type, over each
     tensor's weighted error at that type.
 
@@ -262,7 +262,8 @@ def calibrate(engines: list, f: GGUFFile, ref: Reference, tokens: list[int], gro
     The probes are independent: with several ``engines`` (each its own weights and caches over the same file) they
     run side by side, one per thread, each single-threaded. A probe of 64 tokens is many small matmuls and NumPy
     steps: two probes at once keep two cores busy, where one probe's matmuls split over two threads mostly wait for
-    each other. Each probe computes what it would alone, so the numbers do not depend on how many run at once."""
+    each other. Each probe computes what it would alone, so the numbers do not depend on how many run at once.
+    ``keep`` (a planner.reuse.Encodings) receives the probe-type encodings, for the files written after."""
     infos = {t.name: t for t in f.tensors}
     probed = {g: [n for n in names if PROBE.name in errors[n]] for g, names in groups.items()}
     probed = {g: names for g, names in probed.items() if names and sum(errors[n][PROBE.name] for n in names) > 0}
@@ -275,6 +276,9 @@ def calibrate(engines: list, f: GGUFFile, ref: Reference, tokens: list[int], gro
         engine = idle.get()
         try:
             override = {n: quantized_copy(f, infos[n], PROBE, importance.get(n), search, threads) for n in names}
+            if keep is not None:
+                for n, w in override.items():
+                    keep[n, PROBE] = w.data
             starts = [first_layer(n) for n in names]
             start = None if all(s is None for s in starts) and "token_embd.weight" not in override else \
                 min((s for s in starts if s is not None), default=0)
