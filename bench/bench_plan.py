@@ -232,9 +232,10 @@ def score(ref: Path, cands: list[Path], chunks: int | None, group: int) -> dict[
     for i in range(0, len(todo), group):
         part = todo[i:i + group]
         log(f"evaluating {len(part)} against {ref.name}: {', '.join(c.name for c in part)}")
-        for c, s in zip(part, evaluate_many(part, ref, text, max_chunks=chunks, threads=THREADS)):
-            cache[key(c)] = asdict(s)
-        tmp = _scores_path().with_suffix(".tmp")
+        new = {key(c): asdict(s) for c, s in zip(part, evaluate_many(part, ref, text, max_chunks=chunks,
+                                                                     threads=THREADS))}
+        cache = {**cache, **_load_scores(), **new}   # re-read: another run of this bench may have added scores meanwhile
+        tmp = _scores_path().with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(cache, indent=1))
         tmp.replace(_scores_path())
     return {c: Scores(**cache[key(c)]) for c in cands}
