@@ -11,8 +11,8 @@ imatrix (collected by `gguf_tools.imatrix.collect` on calibration.txt from that 
 - `llama_model_quantize`'s preset file, our preset file, and our planned file at `--target-size` equal
   to llama.cpp's file size: bytes, mean / p99 KLD, top-1 agreement, PPL on eval.txt (ctx 512, second
   half of each chunk scored; `--chunks`, default all);
-- the other way round: the smallest planned file whose mean KLD is at most llama.cpp's Q3_K_M and Q2_K
-  (with imatrix), found by bisection on the target size;
+- the other way round: the smallest measured plan whose mean KLD is at most llama.cpp's Q3_K_M and Q2_K
+  (with imatrix), among the curve's plans and plans at the goal's edge (0.9x the preset's bytes);
 - the size/KLD curve (docs/plan_curve_<model>.png): llama.cpp presets, our presets, our plans at 10 budgets;
 - planning cost, cold (sensitivity measured) and cached, against a plain Q4_K_M quantize;
 - the planner's predicted KLD against the measured one on the plans above: Spearman rank correlation
@@ -232,9 +232,10 @@ def score(ref: Path, cands: list[Path], chunks: int | None, group: int) -> dict[
     for i in range(0, len(todo), group):
         part = todo[i:i + group]
         log(f"evaluating {len(part)} against {ref.name}: {', '.join(c.name for c in part)}")
-        for c, s in zip(part, evaluate_many(part, ref, text, max_chunks=chunks, threads=THREADS)):
-            cache[key(c)] = asdict(s)
-        tmp = _scores_path().with_suffix(".tmp")
+        new = {key(c): asdict(s) for c, s in zip(part, evaluate_many(part, ref, text, max_chunks=chunks,
+                                                                     threads=THREADS))}
+        cache = {**cache, **_load_scores(), **new}   # re-read: another run of this bench may have added scores meanwhile
+        tmp = _scores_path().with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(cache, indent=1))
         tmp.replace(_scores_path())
     return {c: Scores(**cache[key(c)]) for c in cands}
@@ -342,16 +343,22 @@ def part_roles(src: Source, kind: str, chunks: int | None) -> str:
     return "\n".join(out)
 
 
+REVERSE = ("Q3_K_M", "Q2_K")   # the presets the other way round is measured against (with imatrix)
+
+
 def curve_plans(src: Source, kind: str, chunks: int | None, rows: list[dict], n: int = 10) -> list[tuple[Path, Scores]]:
-    """Plans with the imatrix at ``n`` budgets from 0.8x the smallest preset to just under the source file
-    (`--no-verify`: the planner's own choice, never swapped for a preset); unreachable budgets are skipped."""
+    """Plans with the imatrix at ``n`` budgets from 0.8x the smallest preset to just under the source file, and at
+    the other way round's goal edge (0.9x the bytes of each preset in REVERSE) (`--no-verify`: the planner's own
+    choice, never swapped for a preset); unreachable budgets are skipped."""
     if not planner_available() or not rows:
         return []
     ref = reference(src, kind)
     imat = imatrix_for(ref)
     lo = 0.8 * min(r["llama"].stat().st_size for r in rows)
     hi = 0.995 * src.gguf().stat().st_size
-    plans = [p for t in np.linspace(lo, hi, n).astype(int) if (p := plan_file(ref, int(t), imat, verify=False)[0])]
+    edges = [int(0.9 * r["llama"].stat().st_size) for r in rows if r["imatrix"] and r["preset"] in REVERSE]
+    targets = sorted({*np.linspace(lo, hi, n).astype(int).tolist(), *edges})
+    plans = [p for t in targets if (p := plan_file(ref, int(t), imat, verify=False)[0])]
     sc = score(ref, plans, chunks, src.group)
     return sorted(((p, sc[p]) for p in plans), key=lambda ps: ps[0].stat().st_size)
 
@@ -390,9 +397,10 @@ def planner_groups(ref: Path, f) -> list[str]:
 
 
 def part_reverse(rows: list[dict], plans: list[tuple[Path, Scores]]) -> str:
-    """The smallest measured plan (of the curve's) with mean KLD <= llama.cpp's Q3_K_M / Q2_K with imatrix."""
+    """The smallest measured plan (of the curve's, the goal edges included) with mean KLD <= llama.cpp's Q3_K_M /
+    Q2_K with imatrix."""
     out = []
-    for preset in ("Q3_K_M", "Q2_K"):
+    for preset in REVERSE:
         r = next((r for r in rows if r["preset"] == preset and r["imatrix"]), None)
         if r is None:
             out.append(f"- {preset} with imatrix: not run (no such row)")
@@ -467,9 +475,13 @@ def part_prediction(src: Source, kind: str, chunks: int | None) -> str:
             f" mean relative error {100 * err:.1f}%")
 
 
-def part_cost(src: Source, kind: str) -> str:
-    """Planning cost: a plain Q4_K_M quantize, then a plan cold (sensitivity measured) and cached."""
-    from bench.measure import measure
+def part_cost(src: Source, kind: str, runs: int = 3) -> str:
+    """Planning cost: a plain Q4_K_M quantize, then a plan cold (sensitivity measured) and cached, ``runs`` rounds in
+    turn; medians of wall and CPU (user + system) seconds, CPU being what other load on the machine changes least."""
+    import shutil
+
+    from bench.measure import measure_all
+    from gguf_tools.gguf_file.reader import GGUFFile
 
     ref = reference(src, kind)
     if not planner_available():
@@ -478,20 +490,24 @@ def part_cost(src: Source, kind: str) -> str:
     tmp.mkdir(exist_ok=True)
     plain = [sys.executable, "-m", "gguf_tools.cli", "quantize", str(ref), str(tmp / "q4km.gguf"), "--quant", "Q4_K_M",
              "--no-progress"]
-    t_plain, _ = measure(plain)
     size = int(ours_file(ref, "Q4_K_M", None).stat().st_size * 0.9)
     env = {**os.environ, "GGUF_TOOLS_CACHE": str(tmp / "sens")}
-    import shutil
-
-    shutil.rmtree(tmp / "sens", ignore_errors=True)
-    t_cold, _ = measure(plan_command(ref, tmp / "plan.gguf", size, None), env=env)
-    t_warm, _ = measure(plan_command(ref, tmp / "plan2.gguf", int(size * 0.97), None), env=env)
-    from gguf_tools.gguf_file.reader import GGUFFile
-
+    got: dict[str, list[dict]] = {"plain": [], "cold": [], "cached": []}
+    for i in range(runs):
+        got["plain"].append(measure_all(plain))
+        shutil.rmtree(tmp / "sens", ignore_errors=True)
+        got["cold"].append(measure_all(plan_command(ref, tmp / "plan.gguf", size, None), env=env))
+        got["cached"].append(measure_all(plan_command(ref, tmp / "plan2.gguf", int(size * 0.97), None), env=env))
+        log(f"cost round {i + 1}: " + ", ".join(f"{k} {v[-1]['wall']:.1f} s wall / {v[-1]['cpu']:.1f} s CPU"
+                                                for k, v in got.items()))
+    med = {k: {m: float(np.median([r[m] for r in v])) for m in ("wall", "cpu")} for k, v in got.items()}
     n = len([t for t in GGUFFile.open(ref).tensors if len(t.shape) > 1])
-    return (f"- {src.title}: plain Q4_K_M quantize {t_plain:.1f} s; plan cold {t_cold:.1f} s"
-            f" ({t_cold / t_plain:.1f}x), cached {t_warm:.1f} s ({t_warm / t_plain:.1f}x);"
-            f" {(t_cold - t_plain) / n:.2f} s per matrix for the measurement")
+    w, c = (lambda k: med[k]["wall"]), (lambda k: med[k]["cpu"])  # noqa: E731
+    return (f"- {src.title} (medians of {runs}): plain Q4_K_M quantize {w('plain'):.1f} s wall / {c('plain'):.1f} s"
+            f" CPU; plan cold {w('cold'):.1f} s / {c('cold'):.1f} s ({w('cold') / w('plain'):.1f}x wall,"
+            f" {c('cold') / c('plain'):.1f}x CPU), cached {w('cached'):.1f} s / {c('cached'):.1f} s"
+            f" ({w('cached') / w('plain'):.1f}x wall, {c('cached') / c('plain'):.1f}x CPU);"
+            f" {(w('cold') - w('cached')) / n:.3f} s wall per matrix for the measurement")
 
 
 PARTS = ("presets", "curve", "prediction", "roles", "cost")

@@ -55,7 +55,8 @@ def quantize_to_budget(
     """
     from .gguf_file.plan_record import HEADER_SLACK, add_plan_metadata
     from .planner.budget import best_rival, check_reachable, plan_budget, predicted, size_curve
-    from .planner.measure import file_kld, measure
+    from .planner.measure import file_kld, file_klds, measure
+    from .planner.reuse import Encodings
     from .planner.sizes import bpw_bytes
 
     start = time.perf_counter()
@@ -87,8 +88,9 @@ def quantize_to_budget(
     floats = {t.name: Q.F16 if t.ggml_type in FLOATS else t.ggml_type for t in reader.tensors}
     header = header_size(arch, metadata(floats, 0.0, "plan"), shaped(floats)) + HEADER_SLACK
     check_reachable(reader, target, header)
+    encoded = Encodings()   # the probes' encodings, then the plan's, for the files written after them
     sens = measure(src, calibration, imatrix=imatrix, search=search, cluster=cluster, threads=threads,
-                   cache_dir=cache_dir, events=events)
+                   cache_dir=cache_dir, events=events, keep=encoded)
     plan = plan_budget(reader, sens, target, header)
     check_sources(src, reader, plan.types, allow_requantize)
     rival = best_rival(reader, target, header, has_imatrix=importance is not None)
@@ -105,7 +107,7 @@ def quantize_to_budget(
 
     def write(path: Path, types: dict[str, Q], kld: float, chosen: str, report: Progress | None) -> int:
         outs = shaped(types)
-        data = reporting(produce(reader, outs, importance or {}, search, threads), outs, report)
+        data = reporting(produce(reader, outs, importance or {}, search, threads, encoded), outs, report)
         return write_gguf(path, arch, metadata(types, kld, chosen), outs, data, overwrite=True)
 
     dst = Path(dst)
@@ -114,7 +116,6 @@ def quantize_to_budget(
     size = write(dst, plan.types, plan.predicted_kld, "plan", progress)
     if verify and rival is not None:
         name, rival_types, _ = rival
-        plan.measured_kld = file_kld(dst, sens, threads)
         label = f"preset {name}"
         plan.rival_kld = sens.kld.get(label)
         kept = None
@@ -122,11 +123,13 @@ def quantize_to_budget(
             kept = dst.with_name(f".{dst.name}.{name}.rival")
             try:
                 write(kept, rival_types, predicted(reader, sens, rival_types), label, None)
-                plan.rival_kld = file_kld(kept, sens, threads)
+                plan.measured_kld, plan.rival_kld = file_klds([dst, kept], sens, threads)
                 sens.remember(label, plan.rival_kld)
             except BaseException:
                 kept.unlink(missing_ok=True)
                 raise
+        else:
+            plan.measured_kld = file_kld(dst, sens, threads)
         if plan.rival_kld < plan.measured_kld:
             plan.chosen = label
             plan.notes.append(f"kept {name}: it measured KLD {plan.rival_kld:.5f}, the plan {plan.measured_kld:.5f}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 
 import gguf
@@ -88,17 +88,25 @@ def quantize_gguf(
 
 
 def produce(reader: GGUFFile, tensors: list[OutTensor], importance: dict[str, np.ndarray],
-             search: str, threads: int | None) -> Iterator[np.ndarray]:
-    """Each tensor's bytes in order: copied when its type stays (floats checked finite), else re-encoded."""
+             search: str, threads: int | None, known: MutableMapping | None = None) -> Iterator[np.ndarray]:
+    """Each tensor's bytes in order: copied when its type stays (floats checked finite), else re-encoded.
+
+    ``known`` maps (name, type) to bytes already encoded with the same importance and search (read, and filled with
+    what is encoded here): a budgeted quantize writes the plan and a preset from one source."""
     for src, out in zip(reader.tensors, tensors):
         raw = reader.data(src)
         if src.ggml_type == out.qtype:
             if src.ggml_type in FLOATS:
                 check_finite(raw, src.name, bf16_bits=src.ggml_type == Q.BF16)
             yield raw
+        elif known is not None and (src.name, out.qtype) in known:
+            yield known[src.name, out.qtype]
         else:
-            yield encode_tensor(_rows(raw, src.ggml_type, out.shape), out.shape, out.qtype, src.name,
+            enc = encode_tensor(_rows(raw, src.ggml_type, out.shape), out.shape, out.qtype, src.name,
                                 importance.get(src.name), search=search, threads=threads)
+            if known is not None:
+                known[src.name, out.qtype] = enc
+            yield enc
         release_pages(raw)  # written: drop its mapped pages, or the whole source ends up resident
 
 

@@ -41,7 +41,9 @@
 #pragma GCC push_options
 #pragma GCC target("avx2")
 #define KQ_SFX _avx2
+#define KQ_IQ4_SHUFFLE /* variable shuffles are single instructions here */
 #include "kquant_search.h"
+#undef KQ_IQ4_SHUFFLE
 #undef KQ_SFX
 #pragma GCC pop_options
 #endif

@@ -710,6 +710,29 @@ KQ_INL void S(iq4_pick)(vf v, const float *mid, const float *step, vf *idx, vf *
     *q = val;
 }
 
+/* the value iq4_pick picks, alone: the search's hot loop. With GCC's shuffles (the AVX2 build, KQ_IQ4_SHUFFLE) a
+ * binary search over the midpoints, four compares and table lookups; else masked steps added in the same order
+ * (adding +0 changes no partial sum, all of them nonzero integers). Both give the grid value of the number of
+ * midpoints at or below v, as the pick's scan counts them (NaN: none), so the bytes are the same. */
+typedef struct { const float *mid, *step; vf m7, m3, m11, t3, t4, lo, hi; } S(iq4_tables);
+
+KQ_INL vf S(iq4_value)(vf v, const S(iq4_tables) *t) {
+#if defined(KQ_IQ4_SHUFFLE) && defined(__GNUC__) && !defined(__clang__)
+    const vi g8 = v >= t->m7;
+    const vi g4 = v >= S(sel)(g8, t->m11, t->m3);
+    vi k = (g8 & 8) | (g4 & 4);
+    const vi g2 = v >= __builtin_shuffle(t->t3, k >> 2);
+    k |= g2 & 2;
+    const vi g1 = v >= __builtin_shuffle(t->t4, k >> 1);
+    k |= g1 & 1;
+    return S(sel)(g8, __builtin_shuffle(t->hi, k), __builtin_shuffle(t->lo, k));   /* indices taken mod 8 */
+#else
+    vf val = S(splat)((float)KQ_IQ4NL[0]);
+    for (int m = 0; m < 15; ++m) val += (vf)((v >= t->mid[m]) & (vi)S(splat)(t->step[m]));
+    return val;
+#endif
+}
+
 static void S(iq4_nl)(const vf *X, const vf *W, kq_params *p) {
     const kq_cfg cfg = kq_config(GGML_TYPE_IQ4_NL, p->wide);
     float grid[KQ_MAX_GRID], vals[16], mid[15], step[15];
@@ -719,6 +742,11 @@ static void S(iq4_nl)(const vf *X, const vf *W, kq_params *p) {
         mid[m] = (vals[m] + vals[m + 1]) * 0.5f;
         step[m] = vals[m + 1] - vals[m];
     }
+    const S(iq4_tables) tab = {mid, step, S(splat)(mid[7]), S(splat)(mid[3]), S(splat)(mid[11]),
+                               {mid[1], mid[5], mid[9], mid[13], 0.0f, 0.0f, 0.0f, 0.0f},
+                               {mid[0], mid[2], mid[4], mid[6], mid[8], mid[10], mid[12], mid[14]},
+                               {vals[0], vals[1], vals[2], vals[3], vals[4], vals[5], vals[6], vals[7]},
+                               {vals[8], vals[9], vals[10], vals[11], vals[12], vals[13], vals[14], vals[15]}};
     vf amax = S(vabs)(X[0]), mx = X[0], wx[32], Lc[32], cand[3], best = S(splat)(0.0f);
     for (int i = 1; i < 32; ++i) {
         const vf a = S(vabs)(X[i]);
@@ -735,8 +763,7 @@ static void S(iq4_nl)(const vf *X, const vf *W, kq_params *p) {
                      : g < 2 * ngrid ? (vals[15] - grid[g - ngrid]) / mx : S(recip)(d);
         vf sqx = S(splat)(0.0f), sqq = sqx, qv[32], e = sqx;
         for (int i = 0; i < 32; ++i) {
-            vf idx;
-            S(iq4_pick)(X[i] * idv, mid, step, &idx, &qv[i]);
+            qv[i] = S(iq4_value)(X[i] * idv, &tab);
             sqx += wx[i] * qv[i];
             sqq += (W[i] * qv[i]) * qv[i];
         }

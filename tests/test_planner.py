@@ -1,5 +1,5 @@
 """Budgeted planning on a tiny model built here: the size arithmetic, the recorded plan, llama.cpp loading the file,
-the cache, and the Ray executor against the local one."""
+the cache, the Ray executor against the local one, and threads against one thread."""
 from __future__ import annotations
 
 import shutil
@@ -149,6 +149,29 @@ def test_ray_and_the_local_pool_make_the_same_plan(tiny):
     f = GGUFFile.open(tiny)
     total = sum(t.nbytes for t in f.tensors)
     assert plan_budget(f, remote, total // 3, 4096).types == plan_budget(f, local, total // 3, 4096).types
+
+
+def test_threads_one_or_several_measure_the_same_numbers(tiny):
+    """Errors on threads and probes side by side, one engine each: the numbers of a one-thread run, bit for bit."""
+    one = measure.measure(tiny, TEXT, workers=1, use_cache=False)
+    three = measure.measure(tiny, TEXT, workers=3, use_cache=False)
+    assert one.alphas and one.errors == three.errors and one.alphas == three.alphas
+    assert np.array_equal(one.ref_logp, three.ref_logp)
+
+
+def test_iq4_nl_blocks_read_as_ggufs_reader_reads_them():
+    from gguf_tools.planner.candidates import dequantize
+    from gguf_tools.quantize import quantize
+
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((40, 96)) * rng.random((40, 1)) * 4).astype(np.float32)
+    w[0] = 0
+    w[1, 5] = 300.0
+    blocks = quantize(w, gguf.GGMLQuantizationType.IQ4_NL, None, threads=1)
+    ours = dequantize(gguf.GGMLQuantizationType.IQ4_NL, blocks, w.shape)
+    theirs = gguf.quants.dequantize(np.asarray(blocks).reshape(40, -1), gguf.GGMLQuantizationType.IQ4_NL)
+    assert ours.dtype == np.float32 and np.array_equal(ours.view(np.uint32), theirs.astype(np.float32).view(np.uint32))
+    assert np.abs(ours - w).max() < 0.1 * np.abs(w).max()
 
 
 def test_targets_out_of_reach_exit_2_with_the_range_and_write_nothing(tiny, tmp_path):

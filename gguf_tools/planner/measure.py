@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,9 +79,13 @@ def measure(
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
     events: Events | None = None,
+    keep: MutableMapping | None = None,
 ) -> Sensitivity:
     """The sensitivity of the F16/BF16/F32 GGUF ``src`` on calibration ``text`` (the end of it is held out for the
-    probes), with the quantizer that ``imatrix`` and ``search`` make; from the cache when it has it."""
+    probes), with the quantizer that ``imatrix`` and ``search`` make; from the cache when it has it.
+
+    ``workers`` (default: the cores) threads share the per-tensor errors (or ``cluster`` takes them) and the group
+    probes; ``threads`` is the reference pass's matmul threads. ``keep`` receives the probes' encoded tensors."""
     from ..engine.transformer import Engine
     from ..packed import open_gguf
 
@@ -138,7 +142,14 @@ def measure(
         m = sensitivity.BLOCK_NAME.match(name)
         return None if m is None else band_start[int(m.group(1)) * bands // n_layers]
 
-    alphas = sensitivity.calibrate(engine, f, ref, tokens, members, errors, importance, search, first_layer)
+    from ..system import default_threads
+
+    side = min(workers or default_threads(), len(members))   # probes run side by side, one engine each
+    if side > 1:
+        engine.threads = 1
+    engines = [engine] + [Engine(src, n_ctx=len(tokens), threads=1) for _ in range(side - 1)]
+    alphas = sensitivity.calibrate(engines, f, ref, tokens, members, errors, importance, search, first_layer,
+                                   keep)
     note("probes", len(members), len(members))
     groups = {n: g for n, g in groups.items() if n in errors}
     if use_cache:
@@ -176,3 +187,14 @@ def file_kld(path: str | Path, sens: Sensitivity, threads: int | None = None) ->
         if w.qtype not in kernels.SUPPORTED_TYPES:
             engine.w[n] = Weight(n, Q.F32, dequantize(w.qtype, w.data, w.shape), w.shape)
     return float(sensitivity.kld(sens.ref_logp, engine.head(sensitivity.scored(engine.hidden(sens.tokens)))).mean())
+
+
+def file_klds(paths: list[Path], sens: Sensitivity, threads: int | None = None) -> list[float]:
+    """``file_kld`` of each file, side by side on threads (each single-threaded) when there are several: a forward
+    pass over the held-out tokens is small matmuls, which keep a core each busier than two cores one."""
+    if len(paths) <= 1:
+        return [file_kld(p, sens, threads) for p in paths]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(paths)) as pool:
+        return list(pool.map(lambda p: file_kld(p, sens, 1), paths))

@@ -18,8 +18,10 @@ reference pass), and an output probe only the output matrix.
 """
 from __future__ import annotations
 
+import queue
 import re
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import gguf
@@ -71,7 +73,7 @@ def tensor_errors(task: ErrorTask) -> dict[str, float]:
             deq = w
         else:
             blocks = quantize(w, t, task.importance, search=task.search, threads=1)
-            deq = dequantize(t, blocks, w.shape)
+            deq = dequantize(t, blocks, w.shape, threads=1)
         e = (deq - w).astype(np.float64)
         err = np.einsum("ij,ij,j->i", e, e, a)
         r = task.rounding.get(activation_block(t))
@@ -231,7 +233,8 @@ def probe(engine, ref: Reference, tokens: list[int], start: int | None, override
         engine.w.update(saved)
 
 
-def quantized_copy(f: GGUFFile, t: TensorInfo, qtype: Q, importance: np.ndarray | None, search: str):
+def quantized_copy(f: GGUFFile, t: TensorInfo, qtype: Q, importance: np.ndarray | None, search: str,
+                   threads: int | None = None):
     """The whole tensor quantized to ``qtype``, as the engine's weight (a probe runs it as llama.cpp would)."""
     from ..engine.transformer import Weight
     from ..quantize.encode import encode_tensor
@@ -240,32 +243,57 @@ def quantized_copy(f: GGUFFile, t: TensorInfo, qtype: Q, importance: np.ndarray 
     rows = f.data(t).reshape(int(np.prod(shape[:-1], dtype=np.int64)), -1)
 
     def read(r0: int, r1: int) -> np.ndarray:
-        return dequantize(t.ggml_type, np.ascontiguousarray(rows[r0:r1]), (r1 - r0, shape[-1]))
+        return dequantize(t.ggml_type, np.ascontiguousarray(rows[r0:r1]), (r1 - r0, shape[-1]), threads)
 
-    return Weight(t.name, qtype, encode_tensor(read, shape, qtype, t.name, importance, search=search), shape)
+    return Weight(t.name, qtype, encode_tensor(read, shape, qtype, t.name, importance, search=search,
+                                               threads=threads), shape)
 
 
-def calibrate(engine, f: GGUFFile, ref: Reference, tokens: list[int], groups: dict[str, list[str]],
+def calibrate(engines: list, f: GGUFFile, ref: Reference, tokens: list[int], groups: dict[str, list[str]],
               errors: dict[str, dict[str, float]], importance: dict[str, np.ndarray], search: str,
-              first_layer: Callable[[str], int | None]) -> dict[str, float]:
+              first_layer: Callable[[str], int | None], keep: MutableMapping | None = None) -> dict[str, float]:
     """{tensor: alpha}: the group's measured probe KLD, shared equally by its tensors at the probe type, over each
     tensor's weighted error at that type.
 
     Equal shares, not shares in proportion to the weighted error: a tensor with a huge input column (a massive
     activation, which the norms downstream largely absorb) has a weighted error out of all proportion to what it
-    does to the output, and would otherwise take the whole group's KLD and leave its neighbours looking free."""
-    alphas: dict[str, float] = {}
+    does to the output, and would otherwise take the whole group's KLD and leave its neighbours looking free.
+
+    The probes are independent: with several ``engines`` (each its own weights and caches over the same file) they
+    run side by side, one per thread, each single-threaded. A probe of 64 tokens is many small matmuls and NumPy
+    steps: two probes at once keep two cores busy, where one probe's matmuls split over two threads mostly wait for
+    each other. Each probe computes what it would alone, so the numbers do not depend on how many run at once.
+    ``keep`` (a planner.reuse.Encodings) receives the probe-type encodings, for the files written after."""
     infos = {t.name: t for t in f.tensors}
-    for names in groups.values():
-        names = [n for n in names if PROBE.name in errors[n]]
-        err = sum(errors[n][PROBE.name] for n in names)
-        if not names or err <= 0:
-            continue
-        override = {n: quantized_copy(f, infos[n], PROBE, importance.get(n), search) for n in names}
-        starts = [first_layer(n) for n in names]
-        start = None if all(s is None for s in starts) and "token_embd.weight" not in override else \
-            min((s for s in starts if s is not None), default=0)
-        share = probe(engine, ref, tokens, start, override) / len(names)
+    probed = {g: [n for n in names if PROBE.name in errors[n]] for g, names in groups.items()}
+    probed = {g: names for g, names in probed.items() if names and sum(errors[n][PROBE.name] for n in names) > 0}
+    threads = 1 if len(engines) > 1 else engines[0].threads
+    idle: queue.SimpleQueue = queue.SimpleQueue()
+    for e in engines:
+        idle.put(e)
+
+    def measure_group(names: list[str]) -> float:
+        engine = idle.get()
+        try:
+            override = {n: quantized_copy(f, infos[n], PROBE, importance.get(n), search, threads) for n in names}
+            if keep is not None:
+                for n, w in override.items():
+                    keep[n, PROBE] = w.data
+            starts = [first_layer(n) for n in names]
+            start = None if all(s is None for s in starts) and "token_embd.weight" not in override else \
+                min((s for s in starts if s is not None), default=0)
+            return probe(engine, ref, tokens, start, override)
+        finally:
+            idle.put(engine)
+
+    if len(engines) > 1:
+        with ThreadPoolExecutor(len(engines)) as pool:
+            measured = dict(zip(probed, pool.map(measure_group, probed.values())))
+    else:
+        measured = {g: measure_group(names) for g, names in probed.items()}
+    alphas: dict[str, float] = {}
+    for g, names in probed.items():
+        share = measured[g] / len(names)
         for n in names:
             if errors[n][PROBE.name] > 0:
                 alphas[n] = share / errors[n][PROBE.name]
