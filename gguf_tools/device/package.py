@@ -150,7 +150,7 @@ def model_card(meta: GGUFFile, memory: list[tuple[int, Plan]], quant: str | None
         mix = ", ".join(f"{n} {c}" for n, c in sorted(planned["types"].items(), key=lambda x: -x[1]))
         what = ("a type per tensor" if planned["chosen"] == "plan" else
                 f"{planned['chosen']}, which measured better than the plan")
-        body += [f"Planned: {what}, from sensitivity measured on calibration text, for a target of"
+        body += [f"Planned: {what}, from sensitivity measured on calibration text, for a file of at most"
                  f" {planned['target_size']:,} bytes; {which} KLD against the source {kld:.5f}. Tensors: {mix}.", ""]
     body += ["| context | KV cache (f16) | total RAM |", "|---:|---:|---:|"]
     body += [f"| {c} | {p.kv / MiB:.0f} MiB | {p.total / MiB:.0f} MiB |" for c, p in memory]
