@@ -53,7 +53,6 @@ def quantize_to_budget(
     (``verify=False`` skips that). ``dst=None`` only plans. ``result.budget`` holds the plan and the figures;
     ``curve=True`` adds the predicted size/KLD curve and the presets' points (for ``--plot``).
     """
-    from .gguf_file.plan_record import HEADER_SLACK, add_plan_metadata
     from .planner.budget import best_rival, check_reachable, plan_budget, predicted, size_curve
     from .planner.measure import file_kld, file_klds, measure
     from .planner.reuse import Encodings
@@ -73,20 +72,12 @@ def quantize_to_budget(
         importance = load_imatrix(imatrix)
 
     def shaped(types: dict[str, Q]) -> list[OutTensor]:
-        return [OutTensor(t.name, numpy_shape(t.shape), types[t.name]) for t in reader.tensors]
+        return _shaped(reader, types)
 
     def metadata(types: dict[str, Q], kld: float, chosen: str):
-        outs = shaped(types)
-        preset = _file_type(types)
+        return _metadata(reader, types, target, kld, chosen, imatrix, search)
 
-        def add(w: gguf.GGUFWriter) -> None:
-            copy_metadata(reader, w)
-            add_quant_metadata(w, preset, outs, imatrix, search)
-            add_plan_metadata(w, target, list(types.values()), kld, chosen)
-        return add
-
-    floats = {t.name: Q.F16 if t.ggml_type in FLOATS else t.ggml_type for t in reader.tensors}
-    header = header_size(arch, metadata(floats, 0.0, "plan"), shaped(floats)) + HEADER_SLACK
+    header = _header(reader, target, imatrix, search)
     check_reachable(reader, target, header)
     encoded = Encodings()   # the probes' encodings, then the plan's, for the files written after them
     sens = measure(src, calibration, imatrix=imatrix, search=search, cluster=cluster, threads=threads,
@@ -145,6 +136,47 @@ def quantize_to_budget(
     result.output, result.size = dst, size
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _shaped(reader, types: dict[str, Q]) -> list[OutTensor]:
+    return [OutTensor(t.name, numpy_shape(t.shape), types[t.name]) for t in reader.tensors]
+
+
+def _metadata(reader, types: dict[str, Q], target: int, kld: float, chosen: str, imatrix, search: str):
+    """The writer callback adding the source's metadata, the quantization keys and the recorded plan."""
+    from .gguf_file.plan_record import add_plan_metadata
+
+    outs = _shaped(reader, types)
+    preset = _file_type(types)
+
+    def add(w: gguf.GGUFWriter) -> None:
+        copy_metadata(reader, w)
+        add_quant_metadata(w, preset, outs, imatrix, search)
+        add_plan_metadata(w, target, list(types.values()), kld, chosen)
+    return add
+
+
+def _header(reader, target: int, imatrix, search: str) -> int:
+    """A planned file's header bytes, padded (fixed whatever the types: the plan keys hold type ids)."""
+    from .gguf_file.plan_record import HEADER_SLACK
+
+    floats = {t.name: Q.F16 if t.ggml_type in FLOATS else t.ggml_type for t in reader.tensors}
+    return header_size(reader.architecture, _metadata(reader, floats, target, 0.0, "plan", imatrix, search),
+                       _shaped(reader, floats)) + HEADER_SLACK
+
+
+def plan_sizes(src: str | Path, *, imatrix: str | Path | None = None, search: str = "default") -> tuple[int, int, int]:
+    """(header, smallest file, largest file) of a plan of ``src``, in bytes, nothing measured: for a caller with a
+    budget of its own (``package --device``). ``header`` is the metadata a planned file has at least; a file's tensor
+    data is its size less that."""
+    from .gguf_file.plan_record import HEADER_SLACK
+    from .planner.allocate import reachable
+    from .planner.budget import options
+
+    reader = open_gguf(src)
+    fixed = _header(reader, 0, imatrix, search)
+    lo, hi = reachable(options(reader, None), fixed)
+    return fixed - HEADER_SLACK, lo, hi
 
 
 def _file_type(types: dict[str, Q]) -> Preset:

@@ -613,7 +613,8 @@ def package(
     force: bool = typer.Option(False, "--force", help="Replace an existing package directory."),
     as_json: bool = typer.Option(False, "--json"),
     calibration: Path | None = typer.Option(None, "--calibration", help="With --target-size or --device: plan a type"
-                                            " per tensor from sensitivity measured on this text, not a whole preset."),
+                                            " per tensor from sensitivity measured on this text, not a whole preset;"
+                                            " with --device the weights get the budget less the context's memory."),
 ) -> None:
     """Build a verified, device-ready directory: model or shards, manifest.json, README.md model card."""
     from .device.devices import device as find_device

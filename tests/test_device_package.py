@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CACHE, smollm2_gguf
+from conftest import CACHE, greedy, smollm2_gguf
 
+from gguf_tools.budgeted import plan_sizes
 from gguf_tools.device.devices import device
 from gguf_tools.device.fit import fit
 from gguf_tools.device.install import install
@@ -16,7 +17,9 @@ from gguf_tools.device.package import package, preset_needs
 from gguf_tools.device.split import merge
 from gguf_tools.device.verify import verify
 from gguf_tools.errors import InputError
+from gguf_tools.gguf_file.plan_record import read_plan
 from gguf_tools.gguf_file.reader import GGUFFile
+from gguf_tools.requantize import quantize_gguf
 
 MB, MiB = 10**6, 1 << 20
 
@@ -122,3 +125,92 @@ def test_package_from_a_hugging_face_checkpoint_for_a_device_plans_then_converts
     assert meta.get("general.size_label")
     card = (tmp_path / "pkg" / "README.md").read_text()
     assert 'base_model: "HuggingFaceTB/SmolLM2-135M"' in card and 'tags: [gguf, "edge", "tiny"]' in card
+
+
+# --device with --calibration: the budgeted planner's file for the weights' share of the device's budget
+
+CALIBRATION = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def tiny_f16(tmp_path_factory) -> Path:
+    """A tiny SmolLM2-shaped model (real tokenizer) as an F16 GGUF: planning it takes seconds."""
+    from tiny_models import build_tiny_model
+
+    import gguf_tools
+
+    root = tmp_path_factory.mktemp("tiny")
+    f16 = root / "tiny.f16.gguf"
+    gguf_tools.convert(build_tiny_model("smollm2", root), f16, quant="F16")
+    return f16
+
+
+def _between_two_presets(needs: dict) -> tuple[str, int]:
+    """A budget halfway between two presets' needs, over the widest such gap: (the larger preset that fits, budget)."""
+    by_total = sorted(needs, key=lambda n: needs[n].total)
+    lower, upper = max(zip(by_total, by_total[1:]), key=lambda p: needs[p[1]].total - needs[p[0]].total)
+    return lower, (needs[lower].total + needs[upper].total) // 2
+
+
+def test_package_for_a_device_with_calibration_plans_a_file_that_fits_and_uses_the_room(tiny_f16, tmp_path,
+                                                                                        monkeypatch):
+    needs = preset_needs(tiny_f16, 512)
+    best_fitting, budget = _between_two_presets(needs)
+    rest = needs[best_fitting].total - needs[best_fitting].weights    # KV cache, compute buffers, overhead
+    monkeypatch.setenv("GGUF_TOOLS_DEVICES", _profiles(tmp_path, budget / MiB)["GGUF_TOOLS_DEVICES"])
+
+    r = package(tiny_f16, tmp_path / "pkg", device=device("tiny"), ctx=512, calibration=CALIBRATION)
+
+    (model,) = r.files
+    assert r.quant == "planned" and model.name == "tiny.f16-planned.gguf"
+    planned = fit(model, 512, budget=budget)
+    assert planned.verdict == "fits" and r.plan.verdict == "fits"
+    f = GGUFFile.open(model)
+    assert planned.weights == model.stat().st_size - f.data_offset <= budget - rest   # fit counts the tensor data
+    assert planned.weights > needs[best_fitting].weights     # the room above the best preset is used
+    recorded = read_plan(f)
+    assert recorded["chosen"] == "plan"
+    actual = {t.name: t.ggml_type.name for t in f.tensors}
+    assert recorded["types"] == actual
+    for p in needs:
+        preset = {n: q.name for n, q in quantize_gguf(tiny_f16, None, p, allow_requantize=True).plan.items()}
+        assert preset != actual, p
+    m = json.loads((tmp_path / "pkg" / "manifest.json").read_text())
+    assert m["planned"]["chosen"] == "plan" and m["planned"]["target_size"] == recorded["target_size"]
+    assert m["planned"]["predicted_kld"] > 0 and m["memory"]["verdict"] == "fits"
+    card = (tmp_path / "pkg" / "README.md").read_text()
+    assert "(GGUF, planned)" in card and "Planned: a type per tensor" in card
+    assert verify(tmp_path / "pkg").ok
+    assert greedy(model, "The capital of France is", n=8)
+
+
+def test_package_for_a_device_too_small_for_any_plan_exits_6_with_the_smallest_need(tiny_f16, tmp_path):
+    need = preset_needs(tiny_f16, 512)["Q8_0"]
+    header, lo, _ = plan_sizes(tiny_f16)
+    smallest = need.total - need.weights + lo - header
+    calib = tmp_path / "calib.txt"
+    calib.write_text(CALIBRATION, encoding="utf-8")
+    out = tmp_path / "pkg"
+    r = _cli("package", str(tiny_f16), "-o", str(out), "--device", "tiny", "--ctx", "512", "--calibration", str(calib),
+             env=_profiles(tmp_path, (smallest - MiB) / MiB))
+    assert r.returncode == 6, r.stderr
+    assert f"no plan fits tiny at ctx 512: the smallest needs {smallest / MiB:.0f} MiB" in r.stderr
+    assert not out.exists() and not list(tmp_path.glob(".pkg*"))
+
+
+def test_package_for_a_device_with_room_for_everything_plans_the_largest_file(tiny_f16, tmp_path, monkeypatch):
+    monkeypatch.setenv("GGUF_TOOLS_DEVICES", _profiles(tmp_path, 4096)["GGUF_TOOLS_DEVICES"])
+    r = package(tiny_f16, tmp_path / "pkg", device=device("tiny"), ctx=512, calibration=CALIBRATION)
+    (model,) = r.files
+    _, _, largest = plan_sizes(tiny_f16)
+    assert r.plan.verdict == "fits" and largest * 0.99 <= model.stat().st_size <= largest
+
+
+@pytest.mark.parametrize("extra, message", [((), "--calibration needs --device or --target-size"),
+                                            (("--quant", "Q8_0"), "cannot be used with --quant")])
+def test_calibration_without_a_budget_or_with_a_quant_is_a_usage_error(tiny_f16, tmp_path, extra, message):
+    calib = tmp_path / "calib.txt"
+    calib.write_text(CALIBRATION, encoding="utf-8")
+    r = _cli("package", str(tiny_f16), "-o", str(tmp_path / "pkg"), "--calibration", str(calib), *extra)
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "pkg").exists()

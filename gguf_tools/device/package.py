@@ -1,7 +1,7 @@
 """package / install: from a checkpoint or a GGUF to a verified, device-ready directory, and back out.
 
 package: choose the quant (given, or with ``device`` the best preset whose ``fit`` verdict is
-``fits``), write the model (split under a file-size limit when needed), manifest.json and a
+``fits``; with calibration text, the budgeted planner's file for the weights' share of the budget), write the model (split under a file-size limit when needed), manifest.json and a
 README.md model card, all in a temporary directory renamed into place at the end: an error leaves
 nothing half-written. A smoke test, when asked for, is a callback (the runtime lives above this stage).
 (install, the way back out, is install.py.)
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import gguf
 
-from ..errors import ResourceError
+from ..errors import ResourceError, UsageError
 from ..files import atomic_directory, check_free_space
 from ..gguf_file.layout import tensor_nbytes
 from ..gguf_file.reader import GGUFFile
@@ -85,13 +85,39 @@ def choose_preset(needs: dict[str, Plan], device: Device, ctx: int) -> str:
 
 
 def _weights_budget(gguf_src: Path, ctx: int, kv_type: str, device: Device) -> int:
-    """The bytes of weights that leave room on ``device`` for the rest a context of ``ctx`` needs."""
+    """The bytes of weights that leave room on ``device`` for the rest a context of ``ctx`` needs (KV cache, compute
+    buffers, runtime overhead: none of them depends on the weights' types). May be zero or less."""
     need = next(iter(preset_needs(gguf_src, ctx, kv_type, device, presets=("Q8_0",)).values()))
-    room = device.budget - (need.total - need.weights)
-    if room <= 0:
-        raise ResourceError(f"{device.name}'s budget of {device.budget / MiB:.0f} MiB leaves no room for weights at"
-                            f" ctx {ctx}")
-    return room
+    return device.budget - (need.total - need.weights)
+
+
+def plan_target(gguf_src: Path, budget: int, device: Device | None, ctx: int) -> int:
+    """The planner's file-size target for ``budget``: bytes of tensor data with ``device`` (``fit`` counts the tensor
+    data as the weights, not the header, whose vocabulary the overhead covers), bytes of file without. Capped at the
+    largest plan; ResourceError naming the smallest need when even the smallest plan is over it (a device's budget
+    is what it is, not a usage error)."""
+    from ..budgeted import plan_sizes
+
+    header, lo, hi = plan_sizes(gguf_src)
+    target = budget + header if device is not None else budget
+    if target < lo:
+        if device is None:
+            raise ResourceError(f"no plan is under {budget} bytes: the smallest is {lo}")
+        need = device.budget - budget + lo - header
+        raise ResourceError(f"no plan fits {device.name} at ctx {ctx}: the smallest needs {need / MiB:.0f} MiB;"
+                            f" the device's budget is {device.budget / MiB:.0f} MiB")
+    return min(target, hi)
+
+
+def planned_record(model: Path, result) -> dict:
+    """What a package says of a planned file: the recorded plan (read back from the file) and the measured figures."""
+    from ..gguf_file.plan_record import read_plan
+
+    rec = read_plan(GGUFFile.open(model)) or {}
+    p = result.budget
+    return {"target_size": rec.get("target_size", p.target), "chosen": rec.get("chosen", p.chosen),
+            "predicted_kld": p.predicted_kld, "measured_kld": p.measured_kld, "rival": p.rival,
+            "rival_kld": p.rival_kld, "types": dict(result.types)}
 
 
 def choose_by_size(needs: dict[str, Plan], target: int) -> str:
@@ -103,7 +129,8 @@ def choose_by_size(needs: dict[str, Plan], target: int) -> str:
     raise ResourceError(f"no preset is under {target} bytes: the smallest, {smallest}, is {needs[smallest].weights}")
 
 
-def model_card(meta: GGUFFile, memory: list[tuple[int, Plan]], quant: str | None, files: list[str]) -> str:
+def model_card(meta: GGUFFile, memory: list[tuple[int, Plan]], quant: str | None, files: list[str],
+               planned: dict | None = None) -> str:
     """README.md with Hugging Face front matter, repeating the GGUF's provenance keys."""
     org, base = meta.get("general.base_model.0.organization"), meta.get("general.base_model.0.name")
     base = f"{org}/{base}" if org and base else base or meta.get("general.basename") or meta.get("general.name", "")
@@ -116,8 +143,16 @@ def model_card(meta: GGUFFile, memory: list[tuple[int, Plan]], quant: str | None
     name = meta.get("general.name") or base or "model"
     body = [f"# {name} (GGUF{', ' + quant if quant else ''})", "",
             "Files: " + ", ".join(f"`{f}`" for f in files) + ". llama.cpp loads the first; `gguf-tools verify .` checks"
-            " every byte against `manifest.json`.", "",
-            "| context | KV cache (f16) | total RAM |", "|---:|---:|---:|"]
+            " every byte against `manifest.json`.", ""]
+    if planned:
+        kld = planned["measured_kld"] if planned["measured_kld"] is not None else planned["predicted_kld"]
+        which = "measured" if planned["measured_kld"] is not None else "predicted"
+        mix = ", ".join(f"{n} {c}" for n, c in sorted(planned["types"].items(), key=lambda x: -x[1]))
+        what = ("a type per tensor" if planned["chosen"] == "plan" else
+                f"{planned['chosen']}, which measured better than the plan")
+        body += [f"Planned: {what}, from sensitivity measured on calibration text, for a file of at most"
+                 f" {planned['target_size']:,} bytes; {which} KLD against the source {kld:.5f}. Tensors: {mix}.", ""]
+    body += ["| context | KV cache (f16) | total RAM |", "|---:|---:|---:|"]
     body += [f"| {c} | {p.kv / MiB:.0f} MiB | {p.total / MiB:.0f} MiB |" for c, p in memory]
     return "\n".join(front + body) + "\n"
 
@@ -131,8 +166,14 @@ def package(src: str | os.PathLike, dest: str | os.PathLike, *, quant: str | Non
 
     With ``calibration`` text, ``target_size`` and ``device`` are met by the budgeted planner (a type per tensor,
     from measured sensitivity) instead of the best whole preset: the file is the best that fits the size, or the
-    device's budget less the context's memory."""
+    device's budget less the context's memory (KV cache, compute buffers, overhead), capped at the largest plan;
+    ResourceError with the smallest need when even the smallest plan does not fit. Calibration text without a
+    budget, or with ``quant``, is a UsageError: it would be ignored."""
     src, dest = Path(src), Path(dest)
+    if calibration is not None and (quant is not None or (device is None and target_size is None)):
+        raise UsageError("--calibration plans a file for --device or --target-size; it cannot be used with --quant"
+                         if quant is not None else "--calibration needs --device or --target-size (the budget to plan"
+                         " for)")
     if max_file_size is None and device is not None:
         max_file_size = device.file_size_limit
     with atomic_directory(dest, overwrite) as work:
@@ -145,9 +186,10 @@ def package(src: str | os.PathLike, dest: str | os.PathLike, *, quant: str | Non
 
                 gguf_src = work / "planning-f16.gguf"
                 convert(src, gguf_src, quant="F16")
-        budget = None
-        if quant is None and calibration is not None and (device is not None or target_size is not None):
+        budget = planned = None
+        if quant is None and calibration is not None:
             budget = target_size if device is None else _weights_budget(gguf_src, ctx, kv_type, device)
+            budget = plan_target(gguf_src, budget, device, ctx)
             quant = "planned"
         elif quant is None and device is not None:
             quant = choose_preset(preset_needs(gguf_src, ctx, kv_type, device), device, ctx)
@@ -158,7 +200,9 @@ def package(src: str | os.PathLike, dest: str | os.PathLike, *, quant: str | Non
         if budget is not None:
             from ..budgeted import quantize_to_budget
 
-            quantize_to_budget(gguf_src, model, calibration=calibration, target_size=budget, allow_requantize=True)
+            result = quantize_to_budget(gguf_src, model, calibration=calibration, target_size=budget,
+                                        allow_requantize=True)
+            planned = planned_record(model, result)
             if gguf_src != src:
                 gguf_src.unlink()
         elif _is_gguf(src) and quant is None:
@@ -190,9 +234,11 @@ def package(src: str | os.PathLike, dest: str | os.PathLike, *, quant: str | Non
         m = build_manifest(work, files, plan={"device": device.name if device else None, **chosen.as_dict()},
                            smoke=smoke_result)
         m["identity"] = identity(meta)
+        if planned is not None:
+            m["planned"] = planned
         if pack:
             files = _pack_files(work, m)
-        (work / "README.md").write_text(model_card(meta, memory, quant, [f.name for f in files]), encoding="utf-8")
+        (work / "README.md").write_text(model_card(meta, memory, quant, [f.name for f in files], planned), encoding="utf-8")
         m["files"].append(file_entry(work, work / "README.md"))
         write_manifest(work / "manifest.json", m)
     return PackageResult(dest, [dest / f.name for f in files], quant, chosen)
