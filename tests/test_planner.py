@@ -11,7 +11,6 @@ import gguf
 import numpy as np
 import pytest
 from conftest import greedy, load_llama
-from tiny_models import build_tiny_model
 
 from gguf_tools.budgeted import quantize_to_budget
 from gguf_tools.errors import BudgetError, UsageError
@@ -25,28 +24,17 @@ TEXT = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """A tiny SmolLM2-shaped model (tied embedding, real tokenizer) as an F16 GGUF."""
-    import gguf_tools
-
-    root = tmp_path_factory.mktemp("planner")
-    f16 = root / "tiny.f16.gguf"
-    gguf_tools.convert(build_tiny_model("smollm2", root), f16, quant="F16")
-    return f16
-
-
-@pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("sensitivity")
 
 
 @pytest.fixture(scope="module")
-def planned(tiny, cache_dir, tmp_path_factory):
+def planned(tiny_f16, cache_dir, tmp_path_factory):
     """Two budgeted files of the tiny model, the second planned from the first one's cached sensitivity."""
     out = tmp_path_factory.mktemp("planned")
-    lo, hi = reachable(tiny)
+    lo, hi = reachable(tiny_f16)
     targets = [int(lo + 0.2 * (hi - lo)), int(lo + 0.3 * (hi - lo))]   # where the embedding leaves steps < 1%
-    return [quantize_to_budget(tiny, out / f"plan{i}.gguf", calibration=TEXT, target_size=t, cache_dir=cache_dir)
+    return [quantize_to_budget(tiny_f16, out / f"plan{i}.gguf", calibration=TEXT, target_size=t, cache_dir=cache_dir)
             for i, t in enumerate(targets)]
 
 
@@ -115,12 +103,12 @@ def test_a_second_size_reuses_the_measured_sensitivity(planned):
     assert second.errors == first.errors and second.alphas == first.alphas
 
 
-def test_cache_is_invalidated_when_the_source_or_the_imatrix_changes(tiny, cache_dir, tmp_path, planned):
+def test_cache_is_invalidated_when_the_source_or_the_imatrix_changes(tiny_f16, cache_dir, tmp_path, planned):
     import gguf_tools
 
-    assert not measure.measure(tiny, TEXT, cache_dir=cache_dir).measured
+    assert not measure.measure(tiny_f16, TEXT, cache_dir=cache_dir).measured
     changed = tmp_path / "changed.gguf"
-    shutil.copy(tiny, changed)
+    shutil.copy(tiny_f16, changed)
     f = GGUFFile.open(changed)
     t = next(t for t in f.tensors if t.name == "blk.1.ffn_down.weight")
     with open(changed, "r+b") as fh:          # one weight of one tensor, F16 1.0
@@ -128,33 +116,33 @@ def test_cache_is_invalidated_when_the_source_or_the_imatrix_changes(tiny, cache
         fh.write(np.float16(1.0).tobytes())
     assert measure.measure(changed, TEXT, cache_dir=cache_dir).measured
     imatrix = tmp_path / "imatrix.gguf"
-    gguf_tools.collect_imatrix(tiny, TEXT, imatrix, ctx=64, chunks=2)
-    with_imatrix = measure.measure(tiny, TEXT, imatrix=imatrix, cache_dir=cache_dir)
+    gguf_tools.collect_imatrix(tiny_f16, TEXT, imatrix, ctx=64, chunks=2)
+    with_imatrix = measure.measure(tiny_f16, TEXT, imatrix=imatrix, cache_dir=cache_dir)
     assert with_imatrix.measured
-    assert not measure.measure(tiny, TEXT, imatrix=imatrix, cache_dir=cache_dir).measured
-    assert measure.measure(tiny, TEXT + "\nmore text", cache_dir=cache_dir).measured
+    assert not measure.measure(tiny_f16, TEXT, imatrix=imatrix, cache_dir=cache_dir).measured
+    assert measure.measure(tiny_f16, TEXT + "\nmore text", cache_dir=cache_dir).measured
 
 
-def test_ray_and_the_local_pool_make_the_same_plan(tiny):
+def test_ray_and_the_local_pool_make_the_same_plan(tiny_f16):
     ray = pytest.importorskip("ray")
     from gguf_tools.planner.budget import plan_budget
 
-    local = measure.measure(tiny, TEXT, workers=2, use_cache=False)
+    local = measure.measure(tiny_f16, TEXT, workers=2, use_cache=False)
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
-        remote = measure.measure(tiny, TEXT, cluster="auto", use_cache=False)
+        remote = measure.measure(tiny_f16, TEXT, cluster="auto", use_cache=False)
     finally:
         ray.shutdown()
     assert remote.errors == local.errors and remote.alphas == local.alphas
-    f = GGUFFile.open(tiny)
+    f = GGUFFile.open(tiny_f16)
     total = sum(t.nbytes for t in f.tensors)
     assert plan_budget(f, remote, total // 3, 4096).types == plan_budget(f, local, total // 3, 4096).types
 
 
-def test_threads_one_or_several_measure_the_same_numbers(tiny):
+def test_threads_one_or_several_measure_the_same_numbers(tiny_f16):
     """Errors on threads and probes side by side, one engine each: the numbers of a one-thread run, bit for bit."""
-    one = measure.measure(tiny, TEXT, workers=1, use_cache=False)
-    three = measure.measure(tiny, TEXT, workers=3, use_cache=False)
+    one = measure.measure(tiny_f16, TEXT, workers=1, use_cache=False)
+    three = measure.measure(tiny_f16, TEXT, workers=3, use_cache=False)
     assert one.alphas and one.errors == three.errors and one.alphas == three.alphas
     assert np.array_equal(one.ref_logp, three.ref_logp)
 
@@ -174,10 +162,10 @@ def test_iq4_nl_blocks_read_as_ggufs_reader_reads_them():
     assert np.abs(ours - w).max() < 0.1 * np.abs(w).max()
 
 
-def test_targets_out_of_reach_exit_2_with_the_range_and_write_nothing(tiny, tmp_path):
+def test_targets_out_of_reach_exit_2_with_the_range_and_write_nothing(tiny_f16, tmp_path):
     out = tmp_path / "never.gguf"
     for target in ("1KB", "10GB"):
-        proc = subprocess.run([sys.executable, "-m", "gguf_tools.cli", "quantize", str(tiny), str(out),
+        proc = subprocess.run([sys.executable, "-m", "gguf_tools.cli", "quantize", str(tiny_f16), str(out),
                                "--target-size", target, "--calibration", str(ROOT / "README.md")],
                               capture_output=True, text=True, timeout=300, cwd=ROOT)
         assert proc.returncode == 2, proc.stderr
@@ -185,8 +173,8 @@ def test_targets_out_of_reach_exit_2_with_the_range_and_write_nothing(tiny, tmp_
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
-def test_budget_options_need_calibration_text_and_one_budget(tiny, tmp_path):
-    base = [sys.executable, "-m", "gguf_tools.cli", "quantize", str(tiny), str(tmp_path / "x.gguf")]
+def test_budget_options_need_calibration_text_and_one_budget(tiny_f16, tmp_path):
+    base = [sys.executable, "-m", "gguf_tools.cli", "quantize", str(tiny_f16), str(tmp_path / "x.gguf")]
     proc = subprocess.run(base + ["--target-size", "5MB"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--calibration" in proc.stderr
     proc = subprocess.run(base + ["--target-size", "5MB", "--bpw", "4", "--calibration", str(ROOT / "README.md")],
@@ -194,16 +182,16 @@ def test_budget_options_need_calibration_text_and_one_budget(tiny, tmp_path):
     assert proc.returncode == 2 and "only one" in proc.stderr
 
 
-def test_plan_json_lists_every_tensor_with_its_damage_share(tiny, cache_dir, planned, tmp_path):
+def test_plan_json_lists_every_tensor_with_its_damage_share(tiny_f16, cache_dir, planned, tmp_path):
     import json
 
-    proc = subprocess.run([sys.executable, "-m", "gguf_tools.cli", "quantize", str(tiny), "--plan", "--json",
+    proc = subprocess.run([sys.executable, "-m", "gguf_tools.cli", "quantize", str(tiny_f16), "--plan", "--json",
                            "--target-size", str(planned[0].budget.target), "--calibration", str(ROOT / "README.md")],
                           capture_output=True, text=True, timeout=300, env={**__import__("os").environ,
                                                                            "GGUF_TOOLS_CACHE": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)["plan"]
-    f = GGUFFile.open(tiny)
+    f = GGUFFile.open(tiny_f16)
     assert [r["name"] for r in plan["tensors"]] == [t.name for t in f.tensors]
     assert abs(sum(r["damage_share"] for r in plan["tensors"]) - 1) < 1e-6
     assert plan["size"] <= plan["target_size"] and plan["predicted_kld"] > 0
