@@ -19,7 +19,11 @@ imatrix (collected by `gguf_tools.imatrix.collect` on calibration.txt from that 
   and mean relative error;
 - the attention-vs-MLP claim: per tensor role, the KLD of a file with only that role at Q4_0 (all other
   tensors as in the reference), per million parameters; and a file with attention at Q8_0 and MLP at Q4_K
-  (llama.cpp's fallbacks where a row is not a multiple of 256) against the plan at its size.
+  (llama.cpp's fallbacks where a row is not a multiple of 256) against the plan at its size;
+- where the bytes go (`budget`): per role, the types, bits per weight and MB of llama.cpp's preset and the plan
+  of its size, and their damage split between token_embd and the other tensors (each part alone, the rest exact);
+- whether a type still finds the source's grid (`grid`): the planner's weighted error of one type over another,
+  median per source type.
 
 Every file and score is cached under $GGUF_TOOLS_CACHE/bench-plan, named by its inputs (reference,
 preset or target, imatrix, chunk count): a rerun redoes only what is missing, and an interrupted run
@@ -213,6 +217,32 @@ def typed_file(ref: Path, name: str, types: Callable[[str, tuple[int, ...], Q], 
     return dest
 
 
+def spliced_file(ref: Path, donor: Path, name: str, from_donor: Callable[[str], bool]) -> Path:
+    """``ref``'s tensors, except those where ``from_donor(name)``: those byte for byte (type too) from ``donor``.
+    Splits a file's damage between its tensors: each part measured with the rest exact."""
+    from gguf_tools.gguf_file.layout import numpy_shape
+    from gguf_tools.gguf_file.reader import GGUFFile
+    from gguf_tools.gguf_file.writer import OutTensor, write_gguf
+    from gguf_tools.pipeline import add_quant_metadata
+    from gguf_tools.plan import get_preset
+    from gguf_tools.requantize import copy_metadata
+
+    dest = WORK / f"{_stem(ref)}-{name}.gguf"
+    if dest.exists():
+        return dest
+    base, other = GGUFFile.open(ref), GGUFFile.open(donor)
+    given = {t.name: t for t in other.tensors}
+    picked = [(other, given[t.name]) if from_donor(t.name) else (base, t) for t in base.tensors]
+    tensors = [OutTensor(t.name, numpy_shape(t.shape), t.ggml_type) for _, t in picked]
+
+    def add_metadata(w: gguf.GGUFWriter) -> None:
+        copy_metadata(base, w)
+        add_quant_metadata(w, get_preset("Q4_K_M"), tensors, None, "default")
+
+    write_gguf(dest, base.architecture, add_metadata, tensors, (f.data(t) for f, t in picked))
+    return dest
+
+
 # -- scores -------------------------------------------------------------------------------------
 def _scores_path() -> Path:
     return WORK / "scores.json"
@@ -344,6 +374,96 @@ def part_roles(src: Source, kind: str, chunks: int | None) -> str:
 
 
 REVERSE = ("Q3_K_M", "Q2_K")   # the presets the other way round is measured against (with imatrix)
+
+
+def _mix(path: Path) -> dict[str, tuple[int, int, dict[str, int]]]:
+    """Per role (ROLES, "other" for norms): parameters, tensor bytes, parameters per type."""
+    from gguf_tools.gguf_file.reader import GGUFFile
+
+    out: dict[str, tuple[int, int, dict[str, int]]] = {}
+    for t in GGUFFile.open(path).tensors:
+        n, b, types = out.get(_role(t.name) or "other", (0, 0, {}))
+        types[t.ggml_type.name] = types.get(t.ggml_type.name, 0) + t.n_elements
+        out[_role(t.name) or "other"] = (n + t.n_elements, b + t.nbytes, types)
+    return out
+
+
+def part_budget(src: Source, kind: str, chunks: int | None, presets: tuple[str, ...] = ("Q2_K", "Q3_K_M")) -> str:
+    """Where a plan puts the bytes against llama.cpp's preset of its size (imatrix): per role types, bits per
+    weight and MB; then, for the first preset, the damage split between token_embd and the rest: each file's
+    token_embd alone (everything else as in the reference) and everything but token_embd (it from the reference)."""
+    ref = reference(src, kind)
+    imat = imatrix_for(ref)
+    out = []
+    for preset in presets:
+        theirs = llama_file(ref, preset, imat)
+        planned, why = plan_file(ref, theirs.stat().st_size, imat)
+        if planned is None:
+            out += [f"{preset}: plan not run ({why})", ""]
+            continue
+        a, b = _mix(theirs), _mix(planned)
+        total = sum(v[0] for v in a.values())
+        out += [f"**{src.title}, {kind}, {preset} with imatrix: llama.cpp's preset ({theirs.stat().st_size} bytes) and the"
+                f" plan ({planned.stat().st_size} bytes), per role**", "",
+                "| role | parameters | share | llama.cpp: types | bpw | MB | plan: types | bpw | MB |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for role in sorted(a, key=lambda r: -a[r][0]):
+            cells = []
+            for mix in (a, b):
+                n, nb, types = mix[role]
+                cells.append(", ".join(f"{q} {100 * k / n:.0f}%" for q, k in sorted(types.items(), key=lambda kv: -kv[1]))
+                             + f" | {8 * nb / n:.2f} | {nb / 1e6:.1f}")
+            out.append(f"| {role} | {a[role][0]} | {100 * a[role][0] / total:.1f}% | {cells[0]} | {cells[1]} |")
+        out.append("")
+    theirs = llama_file(ref, presets[0], imat)
+    planned, _ = plan_file(ref, theirs.stat().st_size, imat)
+    if planned is None:
+        return "\n".join(out)
+    embd = lambda n: n.startswith("token_embd.")  # noqa: E731
+    files = {
+        "llama.cpp's preset": theirs,
+        "llama.cpp's preset, token_embd from the reference": spliced_file(
+            ref, theirs, f"llama-{presets[0]}-imat-embd-f16", lambda n: not embd(n)),
+        "llama.cpp's token_embd alone": spliced_file(ref, theirs, f"llama-{presets[0]}-imat-embd-only", embd),
+        "the plan": planned,
+        "the plan, token_embd from the reference": spliced_file(
+            ref, planned, f"plan-{presets[0]}-imat-embd-f16", lambda n: not embd(n)),
+        "the plan's token_embd alone": spliced_file(ref, planned, f"plan-{presets[0]}-imat-embd-only", embd),
+    }
+    sc = score(ref, list(files.values()), chunks, src.group)
+    out += [f"**{src.title}, {kind}, {presets[0]} with imatrix: the damage split between token_embd and the rest**", "",
+            "| file | bytes | mean KLD | p99 KLD | top-1 |", "|---|---|---|---|---|"]
+    out += [f"| {label} | {p.stat().st_size} | {sc[p].mean_kld:.5f} | {sc[p].p99_kld:.4f} | {100 * sc[p].top1:.2f}% |"
+            for label, p in files.items()]
+    return "\n".join(out)
+
+
+GRID_PAIRS = (("Q4_1", "Q4_0"), ("Q5_1", "Q5_0"), ("IQ4_NL", "Q4_0"), ("Q4_1", "Q4_K"), ("Q5_1", "Q6_K"))
+
+
+def part_grid(src: Source, kind: str) -> str:
+    """Whether a candidate type still finds the source's grid: the planner's weighted error of one type over
+    another (imatrix, from its cache), median over the tensors of each source type. On a grid a type that contains
+    it scores near zero (Q4_1 on a Q4_1 source); off the grid the ratios should not depend on the source type."""
+    from gguf_tools.gguf_file.reader import GGUFFile
+    from gguf_tools.planner.measure import measure
+
+    ref = reference(src, kind)
+    sens = measure(ref, (DATA / "calibration.txt").read_text(encoding="utf-8"), imatrix=imatrix_for(ref),
+                   threads=THREADS, cache_dir=PLANNER_CACHE / "sensitivity")
+    source = {t.name: t.ggml_type.name for t in GGUFFile.open(src.gguf()).tensors}
+    by: dict[str, dict[str, list[float]]] = {}
+    for name, errs in sens.errors.items():
+        for a, b in GRID_PAIRS:
+            if errs.get(b, 0) > 0 and a in errs:
+                by.setdefault(source.get(name, "?"), {}).setdefault(f"{a} / {b}", []).append(errs[a] / errs[b])
+    cols = [f"{a} / {b}" for a, b in GRID_PAIRS]
+    out = [f"| {src.title}, {kind}: source type | tensors | " + " | ".join(cols) + " |",
+           "|---|---|" + "---|" * len(cols)]
+    for st, ratios in sorted(by.items()):
+        cells = [f"{np.median(ratios[c]):.2f}" if c in ratios else "-" for c in cols]
+        out.append(f"| {st} | {max(len(v) for v in ratios.values())} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
 
 
 def curve_plans(src: Source, kind: str, chunks: int | None, rows: list[dict], n: int = 10) -> list[tuple[Path, Scores]]:
@@ -510,7 +630,7 @@ def part_cost(src: Source, kind: str, runs: int = 3) -> str:
             f" {(w('cold') - w('cached')) / n:.3f} s wall per matrix for the measurement")
 
 
-PARTS = ("presets", "curve", "prediction", "roles", "cost")
+PARTS = ("presets", "curve", "prediction", "roles", "budget", "grid", "cost")
 
 
 def run(*, models: tuple[str, ...] = ("smollm2", "gemma"), refs: tuple[str, ...] = ("degrid", "raw"),
@@ -531,6 +651,10 @@ def run(*, models: tuple[str, ...] = ("smollm2", "gemma"), refs: tuple[str, ...]
                 out += [part_prediction(src, kind, chunks), ""]
             if "roles" in parts:
                 out += [part_roles(src, kind, chunks), ""]
+            if "budget" in parts:
+                out += [part_budget(src, kind, chunks), ""]
+            if "grid" in parts:
+                out += [part_grid(src, kind), ""]
         if "cost" in parts:
             out += [part_cost(src, "degrid"), ""]
     return "\n".join(out)
