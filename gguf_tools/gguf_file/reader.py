@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import mmap
 import struct
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from ..errors import InputError
 from .constants import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGMLQuantizationType, GGUFValueType, Keys
@@ -45,8 +44,7 @@ _SCALARS: dict[int, struct.Struct] = {
 _U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
 
 
-@dataclass(frozen=True)
-class Field:
+class Field(NamedTuple):
     """One metadata key: its types (ARRAY then the element type, for arrays) and encoded bytes."""
 
     name: str
@@ -65,8 +63,7 @@ class Field:
         return count, [_decode(cur, sub, 1) for _ in range(min(n, count))]
 
 
-@dataclass(frozen=True)
-class TensorInfo:
+class TensorInfo(NamedTuple):
     name: str
     shape: GGUFShape       # GGUF order: shape[0] is the row length
     ggml_type: Q

@@ -19,9 +19,8 @@ import queue
 import threading
 from array import array
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from ..errors import InputError, ResourceError, UnsupportedError
 from ..files import atomic_output
@@ -48,8 +47,7 @@ def _native():
 
 # ---------------------------------------------------------------- public data
 
-@dataclass(frozen=True)
-class PackedHeader:
+class PackedHeader(NamedTuple):
     path: Path
     version: int
     original_size: int
@@ -61,16 +59,14 @@ class PackedHeader:
     chunk_target: int
 
 
-@dataclass(frozen=True)
-class FieldInfo:
+class FieldInfo(NamedTuple):
     name: str
     mode: str                   # "raw", "huffman", "huffman+context" or "palette"
     raw_bytes: int
     packed_bytes: int
 
 
-@dataclass(frozen=True)
-class TensorPackInfo:
+class TensorPackInfo(NamedTuple):
     name: str                   # "(padding)" for bytes between tensors
     type_name: str
     raw_bytes: int
@@ -82,8 +78,7 @@ class TensorPackInfo:
         return self.packed_bytes / self.raw_bytes if self.raw_bytes else 1.0
 
 
-@dataclass(frozen=True)
-class PackInfo:
+class PackInfo(NamedTuple):
     header: PackedHeader
     tensors: list[TensorPackInfo]
     index_bytes: int

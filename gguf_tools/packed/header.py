@@ -6,7 +6,7 @@ this, the kept GGUF header's reader and the C decoder: no NumPy, so the command 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import InputError
 from ..gguf_file.reader import GGUFFile
@@ -22,8 +22,7 @@ RATIO_SLACK = 64
 MAX_PREFIX = 1 << 30     # GGUF header + metadata + tensor infos
 
 
-@dataclass(frozen=True)
-class FixedHeader:
+class FixedHeader(NamedTuple):
     version: int
     flags: int
     original_size: int
