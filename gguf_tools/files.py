@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import mmap
 import os
 import shutil
@@ -24,6 +23,8 @@ COPY_CHUNK = 16 << 20  # bytes per read when a file is copied or hashed whole
 
 def read_json(path: Path, what: str = "JSON file") -> Any:
     """Parse a JSON file that came with a model: every failure is one InputError naming the file."""
+    import json  # here: unpack, which reads no JSON, starts without it
+
     path = Path(path)
     try:
         size = path.stat().st_size

@@ -179,11 +179,13 @@ def test_usage_errors_still_come_from_the_full_command_line(tmp_path):
 
 
 def test_unpack_and_install_run_without_numpy_typer_or_the_gguf_package(big, tmp_path):
-    """What keeps their start-up short; a later import of any of these would cost 0.1-0.9 s."""
+    """What keeps their start-up short; a later import of any of the first five would cost 0.1-0.9 s, of
+    dataclasses (with inspect) or json a few milliseconds each."""
     _, ggpk = big
     code = ("import sys\nfrom gguf_tools.launch import main\n"
             f"assert main(['unpack', {str(ggpk)!r}, '-o', {str(tmp_path / 'x.gguf')!r}]) == 0\n"
-            "print(sorted(m for m in ('numpy', 'typer', 'click', 'gguf', 'psutil') if m in sys.modules))")
+            "print(sorted(m for m in ('numpy', 'typer', 'click', 'gguf', 'psutil', 'dataclasses', 'inspect', 'json')\n"
+            "             if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
