@@ -38,8 +38,8 @@ def rewrite(packed: Path, out: Path, *, header=None, index=None, tables=None, se
     new_index = encode_index(tables, sections, chunks) if index is None else index
     from gguf_tools.packed.header import crc32c
 
-    h = dataclasses.replace(h, index_offset=HEADER_SIZE + len(body), index_size=len(new_index),
-                            index_crc=crc32c(new_index))
+    h = h._replace(index_offset=HEADER_SIZE + len(body), index_size=len(new_index),
+               index_crc=crc32c(new_index))
     if header is not None:
         h = header(h)
     out.write_bytes(encode_header(h) + body + new_index)
@@ -94,7 +94,7 @@ def test_a_flipped_bit_anywhere_is_caught(read_packed, small, tmp_path, where):
 
 def test_a_wrong_sha256_fails_unpack_and_leaves_nothing_behind(small, tmp_path):
     _, packed = small
-    bad = rewrite(packed, tmp_path / "sha.ggpk", header=lambda h: dataclasses.replace(h, sha256=b"\0" * 32))
+    bad = rewrite(packed, tmp_path / "sha.ggpk", header=lambda h: h._replace(sha256=b"\0" * 32))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     with pytest.raises(InputError, match="sha256"):
@@ -149,7 +149,7 @@ def test_sections_that_disagree_with_the_tensor_infos_are_rejected(read_packed, 
 
 def test_implausible_sizes_are_rejected_before_any_allocation(read_packed, small, tmp_path):
     _, packed = small
-    huge = rewrite(packed, tmp_path / "huge.ggpk", header=lambda h: dataclasses.replace(h, original_size=1 << 50))
+    huge = rewrite(packed, tmp_path / "huge.ggpk", header=lambda h: h._replace(original_size=1 << 50))
     with pytest.raises(InputError, match="implausible"):
         read_packed(huge)
     _, idx = index_of(packed)
