@@ -31,26 +31,16 @@ def cost(spec: TensorSpec, qtype: Q) -> int:
 
 
 def dequantize(qtype: Q, raw: np.ndarray, shape: tuple[int, ...], threads: int | None = None) -> np.ndarray:
-    """float32 values of ``raw`` blocks (numpy ``shape``): the native kernels (on ``threads``), gguf's NumPy code for
-    the types they do not read (IQ4_NL)."""
+    """float32 values of ``raw`` blocks (numpy ``shape``): the native kernels (on ``threads``); for the types they do
+    not read, the block decoder of the quantizer (IQ4_NL), else gguf's NumPy code."""
     from ..engine import kernels
 
     if qtype in kernels.SUPPORTED_TYPES:
         return kernels.dequantize(qtype, raw, shape, threads=threads).reshape(shape)
-    if qtype == Q.IQ4_NL:
-        return _iq4_nl(np.asarray(raw), shape)
+    if qtype == Q.IQ4_NL:   # one table lookup a weight, where gguf's reader gathers per element
+        from ..quantize import blocks
+
+        raw = np.asarray(raw).reshape(-1, layout.block(qtype)[1])
+        return blocks.decoded(qtype, blocks.unpack(qtype, raw)).reshape(shape)
     return gguf.quants.dequantize(np.asarray(raw).reshape(shape[0], -1), qtype).astype(np.float32).reshape(shape)
 
-
-IQ4_NL_VALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], np.float32)
-
-
-def _iq4_nl(raw: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """IQ4_NL blocks (an f16 scale, 32 nibbles: low ones first) as float32, the same products gguf's reader makes
-    (float32 scale times float32 grid value) with one table lookup instead of its per-element gather: the verify step
-    reads every IQ4_NL matrix of a plan this way."""
-    blocks = raw.reshape(-1, 18)
-    d = blocks[:, :2].copy().view(np.float16).astype(np.float32)
-    qs = blocks[:, 2:]
-    idx = np.concatenate([qs & np.uint8(0x0F), qs >> np.uint8(4)], axis=1)
-    return (IQ4_NL_VALUES[idx] * d).reshape(shape)

@@ -19,6 +19,7 @@ QK_K = 256
 # The non-linear 4-bit grid of IQ4_NL (ggml-common.h, kvalues_iq4nl).
 IQ4NL_VALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113],
                         dtype=np.int8)
+_IQ4NL_FLOATS = IQ4NL_VALUES.astype(np.float32)  # the grid as decoded: one lookup a weight
 
 
 def f16(x: np.ndarray) -> np.ndarray:
@@ -118,6 +119,8 @@ def decoded(qtype: Q, p: dict[str, np.ndarray]) -> np.ndarray:
     Same operation order as ggml's dequantize_row_* so the result is bit-exact.
     """
     f = np.float32
+    if qtype == Q.IQ4_NL:
+        return p["d"][:, None] * _IQ4NL_FLOATS[p["L"]]
     L = p["L"].astype(np.int32)
     if qtype == Q.Q8_0:
         return L.astype(f) * p["d"][:, None]
@@ -127,8 +130,6 @@ def decoded(qtype: Q, p: dict[str, np.ndarray]) -> np.ndarray:
         return (L - 16).astype(f) * p["d"][:, None]
     if qtype in (Q.Q4_1, Q.Q5_1):
         return L.astype(f) * p["d"][:, None] + p["m"][:, None]
-    if qtype == Q.IQ4_NL:
-        return p["d"][:, None] * IQ4NL_VALUES[L].astype(f)
     if qtype in (Q.Q2_K, Q.Q4_K, Q.Q5_K):
         sub = 16 if qtype == Q.Q2_K else 32
         dl = p["d"][:, None] * p["sc"].astype(f)
