@@ -40,7 +40,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import gguf
@@ -667,9 +667,14 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=None, help="score at most this many chunks of eval.txt (default all)")
     ap.add_argument("--part", default=",".join(PARTS))
     ap.add_argument("--imatrix-only", action="store_true", help="only the rows with the imatrix")
+    ap.add_argument("--group", type=int, default=None,
+                    help="candidates evaluated side by side, each holding ctx x vocab logits (default per model)")
     ap.add_argument("--presets", default=",".join(PRESETS), help="llama.cpp presets to try (those under the source's size run)")
     a = ap.parse_args()
     split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())  # noqa: E731
+    if a.group is not None:
+        for k, src in SOURCES.items():
+            SOURCES[k] = replace(src, group=a.group)
     print(run(models=split(a.models), refs=split(a.refs), chunks=a.chunks, parts=split(a.part),
               presets=split(a.presets), imatrix_only=a.imatrix_only))
 

@@ -519,7 +519,7 @@ def fit(
              f"  KV cache  {p.kv / mib:9.1f} MiB",
              f"  compute   {p.compute / mib:9.1f} MiB",
              f"  overhead  {p.overhead / mib:9.1f} MiB",
-             f"  total     {p.total / mib:9.1f} MiB" + (f" of {p.budget / mib:.0f} MiB budget" if p.budget else ""),
+             f"  total     {p.total / mib:9.1f} MiB" + (f" of {p.budget / mib:.1f} MiB budget" if p.budget else ""),
              f"verdict: {p.verdict}"]
     if p.budget:
         lines.append(f"largest context that fits: {p.max_ctx or 'none'}")
