@@ -1,9 +1,9 @@
 """package / install: from a checkpoint or a GGUF to a verified, device-ready directory, and back out.
 
 package: choose the quant (given, or with ``device`` the best preset whose ``fit`` verdict is
-``fits``; with calibration text, the budgeted planner's file for the weights' share of the budget), write the model (split under a file-size limit when needed), manifest.json and a
-README.md model card, all in a temporary directory renamed into place at the end: an error leaves
-nothing half-written. A smoke test, when asked for, is a callback (the runtime lives above this stage).
+``fits``; with calibration text, the budgeted planner's file for the weights' share of the budget),
+write the model (split under a file-size limit when needed), manifest.json and a README.md model
+card, all in a temporary directory renamed into place at the end: an error leaves nothing half-written. A smoke test, when asked for, is a callback (the runtime lives above this stage).
 (install, the way back out, is install.py.)
 """
 from __future__ import annotations
@@ -238,7 +238,8 @@ def package(src: str | os.PathLike, dest: str | os.PathLike, *, quant: str | Non
             m["planned"] = planned
         if pack:
             files = _pack_files(work, m)
-        (work / "README.md").write_text(model_card(meta, memory, quant, [f.name for f in files], planned), encoding="utf-8")
+        card = model_card(meta, memory, quant, [f.name for f in files], planned)
+        (work / "README.md").write_text(card, encoding="utf-8")
         m["files"].append(file_entry(work, work / "README.md"))
         write_manifest(work / "manifest.json", m)
     return PackageResult(dest, [dest / f.name for f in files], quant, chosen)

@@ -43,4 +43,3 @@ def dequantize(qtype: Q, raw: np.ndarray, shape: tuple[int, ...], threads: int |
         raw = np.asarray(raw).reshape(-1, layout.block(qtype)[1])
         return blocks.decoded(qtype, blocks.unpack(qtype, raw)).reshape(shape)
     return gguf.quants.dequantize(np.asarray(raw).reshape(shape[0], -1), qtype).astype(np.float32).reshape(shape)
-

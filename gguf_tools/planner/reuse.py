@@ -26,16 +26,21 @@ class Encodings:
         self._kept: dict[tuple[str, int], np.ndarray] = {}
         self._lock = threading.Lock()   # the probes fill it from several threads
 
+    @staticmethod
+    def _key(key: tuple[str, int]) -> tuple[str, int]:
+        return key[0], int(key[1])   # a GGMLQuantizationType and its int are one type
+
     def __contains__(self, key: tuple[str, int]) -> bool:
-        return (key[0], int(key[1])) in self._kept
+        return self._key(key) in self._kept
 
     def __getitem__(self, key: tuple[str, int]) -> np.ndarray:
-        data = self._kept[key[0], int(key[1])]
+        data = self._kept[self._key(key)]
         self.hits += 1
         return data
 
     def __setitem__(self, key: tuple[str, int], data: np.ndarray) -> None:
+        k = self._key(key)
         with self._lock:
-            if self.nbytes + data.nbytes <= self.limit and (key[0], int(key[1])) not in self._kept:
-                self._kept[key[0], int(key[1])] = data
+            if self.nbytes + data.nbytes <= self.limit and k not in self._kept:
+                self._kept[k] = data
                 self.nbytes += data.nbytes
