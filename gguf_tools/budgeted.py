@@ -71,12 +71,6 @@ def quantize_to_budget(
 
         importance = load_imatrix(imatrix)
 
-    def shaped(types: dict[str, Q]) -> list[OutTensor]:
-        return _shaped(reader, types)
-
-    def metadata(types: dict[str, Q], kld: float, chosen: str):
-        return _metadata(reader, types, target, kld, chosen, imatrix, search)
-
     header = _header(reader, target, imatrix, search)
     check_reachable(reader, target, header)
     encoded = Encodings()   # the probes' encodings, then the plan's, for the files written after them
@@ -97,9 +91,10 @@ def quantize_to_budget(
         return result
 
     def write(path: Path, types: dict[str, Q], kld: float, chosen: str, report: Progress | None) -> int:
-        outs = shaped(types)
+        outs = _shaped(reader, types)
         data = reporting(produce(reader, outs, importance or {}, search, threads, encoded), outs, report)
-        return write_gguf(path, arch, metadata(types, kld, chosen), outs, data, overwrite=True)
+        meta = _metadata(reader, types, target, kld, chosen, imatrix, search)
+        return write_gguf(path, arch, meta, outs, data, overwrite=True)
 
     dst = Path(dst)
     if dst.exists() and not overwrite:
