@@ -17,7 +17,6 @@ import numpy as np
 
 from bench.bench_decode import TEXT, gemma3_q4_k_m
 from bench.common import CACHE, smollm2_gguf
-from gguf_runtime.evaluate import _log_softmax
 
 POSITIONS = 512
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
@@ -45,6 +44,13 @@ def models() -> dict[str, Path]:
         "SmolLM2-135M Q4_K_M (gguf-tools)": _made("smollm2", sm16, "Q4_K_M"),
         "SmolLM2-135M Q8_0 (gguf-tools)": _made("smollm2", sm16, "Q8_0"),
     }
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    x -= x.max(axis=-1, keepdims=True)
+    x -= np.log(np.exp(x).sum(axis=-1, keepdims=True))
+    return x
 
 
 def _kld(lp: np.ndarray, lq: np.ndarray) -> float:

@@ -12,8 +12,8 @@ type (the plan is llama.cpp's), so sizes agree to the metadata bytes.
 
 Quality is measured as gguf_runtime/evaluate.py defines it (llama.cpp logits, ctx 512, the second
 half of each chunk scored): mean and 99th-percentile KL divergence from the F16 model, top-1
-agreement, perplexity. `evaluate_many` computes each chunk's reference logits once and scores
-every candidate against them; it reuses evaluate.py's own pieces, so the numbers are the ones
+agreement, perplexity; `gguf_runtime.evaluate.evaluate_many` computes each chunk's reference logits
+once and scores every candidate against them, so the numbers are the ones
 `gguf-tools eval` prints.
 
 Bias: the F16 weights sit on a Q4_1 grid (32-weight blocks, affine). No target type here shares
@@ -145,42 +145,11 @@ class Scores:
 
 def evaluate_many(candidates: list[Path], reference: Path, text: str, *, ctx: int = 512,
                   max_chunks: int | None = None, threads: int = THREADS) -> list[Scores]:
-    """gguf_runtime.evaluate.evaluate for many candidates, with the reference run once per chunk."""
-    from gguf_runtime.evaluate import _chunk_logits, _load, _log_softmax
+    """gguf_runtime.evaluate.evaluate_many, as the rows these benches print and cache."""
+    from gguf_runtime.evaluate import evaluate_many
 
-    ref, add_bos = _load(reference, ctx, threads)
-    tokens = ref.tokenize(text.encode("utf-8"), add_bos=False, special=False)
-    n_chunks = len(tokens) // ctx if max_chunks is None else min(len(tokens) // ctx, max_chunks)
-    if n_chunks < 1:
-        raise ValueError(f"text has {len(tokens)} tokens, fewer than one chunk of {ctx}")
-    first = ctx // 2
-    models = [_load(p, ctx, threads)[0] for p in candidates]
-    klds: list[list[np.ndarray]] = [[] for _ in candidates]
-    agree: list[list[np.ndarray]] = [[] for _ in candidates]
-    nll: list[list[np.ndarray]] = [[] for _ in candidates]
-    nll_ref = []
-    for i in range(n_chunks):
-        chunk = tokens[i * ctx: (i + 1) * ctx]
-        if add_bos:
-            chunk = [ref.token_bos()] + chunk[1:]
-        lr = _log_softmax(_chunk_logits(ref, chunk)[first: ctx - 1])
-        pr = np.exp(lr)
-        top_r = lr.argmax(-1)
-        target = np.asarray(chunk[first + 1: ctx])
-        rows = np.arange(len(target))
-        nll_ref.append(-lr[rows, target])
-        for k, m in enumerate(models):
-            lc = _log_softmax(_chunk_logits(m, chunk)[first: ctx - 1])
-            klds[k].append((pr * (lr - lc)).sum(axis=-1))
-            agree[k].append(top_r == lc.argmax(-1))
-            nll[k].append(-lc[rows, target])
-    ppl_ref = float(np.exp(np.concatenate(nll_ref).mean()))
-    out = []
-    for k in range(len(candidates)):
-        kld = np.maximum(np.concatenate(klds[k]), 0.0)
-        out.append(Scores(float(kld.mean()), float(np.percentile(kld, 99)), float(np.concatenate(agree[k]).mean()),
-                          float(np.exp(np.concatenate(nll[k]).mean())), ppl_ref, int(kld.size)))
-    return out
+    return [Scores(r.mean_kld, r.p99_kld, r.top1_agreement, r.ppl_candidate, r.ppl_reference, r.positions)
+            for r in evaluate_many(candidates, reference, text, ctx=ctx, max_chunks=max_chunks, threads=threads)]
 
 
 def run(*, presets: tuple[str, ...] = PRESETS, max_chunks: int | None = None, with_imatrix: bool = True) -> str:
