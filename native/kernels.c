@@ -182,8 +182,9 @@ static void aq_run(void *ctx, int tid, int nth) {
 }
 
 typedef struct {
+    const tinfo *type;
+    int level;
     dot_fn dot;
-    gemv_fn gemv; /* NULL: batch-1 rows go through dot */
     const uint8_t *w;
     size_t row_bytes, nb;
     const act_row *acts;
@@ -206,9 +207,9 @@ static void mm_run(void *ctx, int tid, int nth) {
             const size_t te = t0 + t->tile_rows < e ? t0 + t->tile_rows : e;
             for (size_t b0 = 0; b0 < t->batch; b0 += NX_MAX) {
                 const int nx = t->batch - b0 < NX_MAX ? (int)(t->batch - b0) : NX_MAX;
-                if (nx == 1 && t->gemv) {
-                    t->gemv(t->nb, t->w + t0 * t->row_bytes, t->row_bytes, te - t0, t->acts + b0,
-                            t->y + b0 * t->n_out + t0);
+                if (nx == 1) {
+                    gemv_rows(t->type, t->level, t->nb, t->w + t0 * t->row_bytes, t->row_bytes, te - t0,
+                              t->acts + b0, t->y + b0 * t->n_out + t0);
                     continue;
                 }
                 for (size_t r = t0; r < te; r++)
@@ -336,7 +337,7 @@ static PyObject *py_matmul(PyObject *self, PyObject *args) {
             Py_END_ALLOW_THREADS
             if (PyErr_CheckSignals() != 0) goto done;
         }
-        mm_task task = {pick_dot(t, level), t->gemv[level], wb.buf, row_bytes, N / (size_t)t->blck, acts, B, yb.buf,
+        mm_task task = {t, level, pick_dot(t, level), wb.buf, row_bytes, N / (size_t)t->blck, acts, B, yb.buf,
                         M, 0, 0, 1, 1, 0};
         task.tile_rows = row_bytes < 16384 ? 16384 / row_bytes : 1;
         const size_t per_row = N * B;
