@@ -253,12 +253,20 @@ def _load_scores() -> dict:
     return json.loads(p.read_text()) if p.exists() else {}
 
 
+SCORED_ONLY = False  # --scored-only: print what the cache holds, measure nothing
+
+
 def score(ref: Path, cands: list[Path], chunks: int | None, group: int) -> dict[Path, Scores]:
-    """Scores of ``cands`` against ``ref``, from the cache or measured (``group`` models at a time)."""
+    """Scores of ``cands`` against ``ref``, from the cache or measured (``group`` models at a time).
+
+    With SCORED_ONLY, the candidates not in the cache are left out of the answer.
+    """
     text = (DATA / "eval.txt").read_text(encoding="utf-8")
     cache = _load_scores()
     key = lambda c: f"{ref.name}|{c.name}|{c.stat().st_size}|{chunks or 'all'}"  # noqa: E731
     todo = [c for c in dict.fromkeys(cands) if key(c) not in cache]
+    if SCORED_ONLY:
+        return {c: Scores(**cache[key(c)]) for c in cands if key(c) in cache}
     for i in range(0, len(todo), group):
         part = todo[i:i + group]
         log(f"evaluating {len(part)} against {ref.name}: {', '.join(c.name for c in part)}")
@@ -292,6 +300,7 @@ def part_presets(src: Source, kind: str, chunks: int | None, presets: tuple[str,
             rows.append(dict(preset=preset, imatrix=im is not None, llama=theirs, ours=ours, plan=planned, why=why))
             cands += [theirs, ours] + ([planned] if planned else [])
     sc = score(ref, cands, chunks, src.group)
+    rows = [r for r in rows if all(r[k] in sc for k in ("llama", "ours", "plan") if r[k] is not None)]
     ppl_ref = next(iter(sc.values())).ppl_ref if sc else float("nan")
     positions = next(iter(sc.values())).positions if sc else 0
     out = [f"**{src.title}, {kind} reference** (`{ref.name}`; source file {limit} bytes; {positions} positions;"
@@ -670,7 +679,11 @@ def main() -> None:
     ap.add_argument("--group", type=int, default=None,
                     help="candidates evaluated side by side, each holding ctx x vocab logits (default per model)")
     ap.add_argument("--presets", default=",".join(PRESETS), help="llama.cpp presets to try (those under the source's size run)")
+    ap.add_argument("--scored-only", action="store_true",
+                    help="measure nothing: the preset rows whose files are all scored (a long run, part done)")
     a = ap.parse_args()
+    global SCORED_ONLY
+    SCORED_ONLY = a.scored_only
     split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())  # noqa: E731
     if a.group is not None:
         for k, src in SOURCES.items():
