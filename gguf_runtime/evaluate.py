@@ -85,11 +85,15 @@ class _Decoder:
         return np.ctypeslib.as_array(llama_cpp.llama_get_logits(self.llm.ctx), shape=(rows, self.llm.n_vocab()))
 
 
-def _lse(x: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """The rows' log-sum-exp in float64; ``out`` receives exp(x - rowmax) (reused: large fresh arrays cost page faults)."""
+def _lse(x: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows' log-sum-exp and sum of ``out`` in float64; ``out`` receives exp(x - rowmax).
+
+    ``out`` is reused across calls: large fresh arrays cost page faults.
+    """
     m = x.max(axis=-1, keepdims=True)
     np.exp(np.subtract(x, m, out=out), out=out)
-    return m[:, 0].astype(np.float64) + np.log(out.sum(axis=-1, dtype=np.float64))
+    mass = out.sum(axis=-1, dtype=np.float64)
+    return m[:, 0].astype(np.float64) + np.log(mass), mass
 
 
 class _Reference:
@@ -97,8 +101,7 @@ class _Reference:
 
     def __init__(self, logits: np.ndarray, target: np.ndarray, weights: np.ndarray):
         self.logits, self.weights = logits, weights
-        self.lse = _lse(logits, weights)
-        self.mass = weights.sum(axis=-1, dtype=np.float64)
+        self.lse, self.mass = _lse(logits, weights)
         self.top = logits.argmax(-1)
         self.rows, self.target = np.arange(len(target)), target
         self.nll = self.lse - logits[self.rows, target]
@@ -114,7 +117,7 @@ class _Tally:
 
     def add(self, ref: _Reference, logits: np.ndarray, scratch: np.ndarray) -> None:
         """KLD(ref || cand) = sum_j p_j (r_j - c_j) + lse(c) - lse(r), with p the reference's softmax."""
-        lse = _lse(logits, scratch)
+        lse, _ = _lse(logits, scratch)
         np.subtract(ref.logits, logits, out=scratch)
         scratch *= ref.weights
         cross = scratch.sum(axis=-1, dtype=np.float64) / ref.mass
