@@ -3,7 +3,8 @@
 package: choose the quant (given, or with ``device`` the best preset whose ``fit`` verdict is
 ``fits``; with calibration text, the budgeted planner's file for the weights' share of the budget),
 write the model (split under a file-size limit when needed), manifest.json and a README.md model
-card, all in a temporary directory renamed into place at the end: an error leaves nothing half-written. A smoke test, when asked for, is a callback (the runtime lives above this stage).
+card, all in a temporary directory renamed into place at the end: an error leaves nothing
+half-written. A smoke test, when asked for, is a callback (the runtime lives above this stage).
 (install, the way back out, is install.py.)
 """
 from __future__ import annotations
