@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CACHE, greedy, smollm2_gguf
+from conftest import greedy, smollm2_gguf
+from plan_fixtures import f16_gguf
 
 from gguf_tools.budgeted import plan_sizes
 from gguf_tools.device.devices import device
@@ -29,10 +30,7 @@ def _cli(*args, env=None):
 
 
 def _f16() -> Path:
-    path = CACHE / "fixtures" / "smollm2-f16.gguf"
-    if not path.is_file():
-        pytest.skip("the SmolLM2 F16 fixture is built by test_real_models.py")
-    return path
+    return f16_gguf("smollm2")   # built once and cached (plan_fixtures), whichever test asks first
 
 
 def _profiles(tmp_path, budget_mib: float) -> dict:
