@@ -605,7 +605,8 @@ def part_prediction(src: Source, kind: str, chunks: int | None) -> str:
 
 
 def part_cost(src: Source, kind: str, runs: int = 3) -> str:
-    """Planning cost: a plain Q4_K_M quantize, then a plan cold (sensitivity measured) and cached, ``runs`` rounds in
+    """Planning cost: a plain Q4_K_M quantize, then a plan cold (sensitivity measured) and cached, and a third size
+    re-planned from the cache with ``--plan`` (the allocation alone: nothing quantized or written), ``runs`` rounds in
     turn; medians of wall and CPU (user + system) seconds, CPU being what other load on the machine changes least."""
     import shutil
 
@@ -621,12 +622,15 @@ def part_cost(src: Source, kind: str, runs: int = 3) -> str:
              "--no-progress"]
     size = int(ours_file(ref, "Q4_K_M", None).stat().st_size * 0.9)
     env = {**os.environ, "GGUF_TOOLS_CACHE": str(tmp / "sens")}
-    got: dict[str, list[dict]] = {"plain": [], "cold": [], "cached": []}
+    replan = [sys.executable, "-m", "gguf_tools.cli", "quantize", str(ref), "--plan", "--target-size",
+              str(int(size * 0.94)), "--calibration", str(DATA / "calibration.txt"), "--no-progress"]
+    got: dict[str, list[dict]] = {"plain": [], "cold": [], "cached": [], "replan": []}
     for i in range(runs):
         got["plain"].append(measure_all(plain))
         shutil.rmtree(tmp / "sens", ignore_errors=True)
         got["cold"].append(measure_all(plan_command(ref, tmp / "plan.gguf", size, None), env=env))
         got["cached"].append(measure_all(plan_command(ref, tmp / "plan2.gguf", int(size * 0.97), None), env=env))
+        got["replan"].append(measure_all(replan, env=env))
         log(f"cost round {i + 1}: " + ", ".join(f"{k} {v[-1]['wall']:.1f} s wall / {v[-1]['cpu']:.1f} s CPU"
                                                 for k, v in got.items()))
     med = {k: {m: float(np.median([r[m] for r in v])) for m in ("wall", "cpu")} for k, v in got.items()}
@@ -635,7 +639,8 @@ def part_cost(src: Source, kind: str, runs: int = 3) -> str:
     return (f"- {src.title} (medians of {runs}): plain Q4_K_M quantize {w('plain'):.1f} s wall / {c('plain'):.1f} s"
             f" CPU; plan cold {w('cold'):.1f} s / {c('cold'):.1f} s ({w('cold') / w('plain'):.1f}x wall,"
             f" {c('cold') / c('plain'):.1f}x CPU), cached {w('cached'):.1f} s / {c('cached'):.1f} s"
-            f" ({w('cached') / w('plain'):.1f}x wall, {c('cached') / c('plain'):.1f}x CPU);"
+            f" ({w('cached') / w('plain'):.1f}x wall, {c('cached') / c('plain'):.1f}x CPU); re-plan from the cache"
+            f" (--plan, whole process) {w('replan'):.2f} s / {c('replan'):.2f} s;"
             f" {(w('cold') - w('cached')) / n:.3f} s wall per matrix for the measurement")
 
 
