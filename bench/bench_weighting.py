@@ -1,6 +1,6 @@
 """Without an imatrix, what should the search weight? Plain squared error against per-weight |x| and x^2.
 
-    python -m bench.bench_weighting [--models smollm2,gemma] [--presets Q2_K] [--chunks N]
+    python -m bench.bench_weighting [--models smollm2,gemma] [--presets Q2_K] [--chunks N] [--split [ROLES]]
 
 Without an imatrix our search minimises the plain squared error of each block, where llama.cpp's reference
 quantizers weight each weight by its own magnitude (|x| for Q2_K's scales, x^2 elsewhere). On the de-gridded
@@ -8,7 +8,9 @@ references of the planning bench our Q2_K and Q3_K_S presets score above llama.c
 tests the weighting as the cause: the same preset plan, every quantized tensor encoded by our search (the NumPy
 reference, ``gguf_tools.quantize.search``) with per-weight weights |x| or x^2, against our preset as shipped and
 llama.cpp's, all scored like the planning bench (llama.cpp logits on eval.txt, ctx 512, second half of each chunk).
-An experiment, not a change: files go under $GGUF_TOOLS_CACHE/bench-plan/weighting.
+With ``--split``, where the gap between our preset and llama.cpp's lies: our file with one group of tensor roles
+taken byte for byte from llama.cpp's file, per group. An experiment, not a change: the weighted files go under
+$GGUF_TOOLS_CACHE/bench-plan/weighting, the spliced ones beside the planning bench's files.
 """
 from __future__ import annotations
 
@@ -18,10 +20,26 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from bench.bench_plan import DATA, SOURCES, THREADS, WORK, llama_file, log, ours_file, reference
+from bench.bench_plan import (
+    ATTENTION,
+    DATA,
+    MLP,
+    SOURCES,
+    THREADS,
+    WORK,
+    _role,
+    llama_file,
+    log,
+    ours_file,
+    reference,
+    spliced_file,
+)
 from gguf_tools.plan import Q
 
 WEIGHTINGS = ("abs", "x2")
+GROUPS = {"attention": ATTENTION, "ffn_gate, ffn_up": ("ffn_gate", "ffn_up"), "ffn_down": ("ffn_down",),
+          "token_embd": ("token_embd",)}
+assert {r for g in GROUPS.values() for r in g} == {*ATTENTION, *MLP, "token_embd"}
 
 
 def _encode(w: np.ndarray, qtype: Q, weighting: str) -> np.ndarray:
@@ -95,13 +113,40 @@ def run(*, models: tuple[str, ...] = ("smollm2", "gemma"), presets: tuple[str, .
     return "\n".join(out)
 
 
+def split(*, models: tuple[str, ...] = ("gemma",), presets: tuple[str, ...] = ("Q2_K",), chunks: int | None = None,
+          groups: dict[str, tuple[str, ...]] = GROUPS) -> str:
+    """Our preset file (no imatrix) with each group of roles from llama.cpp's: how much of the gap each group holds."""
+    from gguf_runtime.evaluate import evaluate_many
+
+    out = ["| model | preset | ours, with llama.cpp's | mean KLD | p99 KLD | top-1 |", "|---|---|---|---|---|---|"]
+    text = (DATA / "eval.txt").read_text(encoding="utf-8")
+    for m in models:
+        ref = reference(SOURCES[m], "degrid")
+        for preset in presets:
+            ours, theirs = ours_file(ref, preset, None), llama_file(ref, preset, None)
+            files = {g: spliced_file(ours, theirs, f"with-llama-{g.replace(', ', '-')}",
+                                     lambda n, roles=roles: _role(n) in roles) for g, roles in groups.items()}
+            log(f"evaluating {len(files)} against {ref.name}")
+            for g, r in zip(files, evaluate_many(list(files.values()), ref, text, max_chunks=chunks, threads=THREADS)):
+                out.append(f"| {SOURCES[m].title} | {preset} | {g} | {r.mean_kld:.5f} | {r.p99_kld:.4f}"
+                           f" | {100 * r.top1_agreement:.2f}% |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="smollm2,gemma")
     ap.add_argument("--presets", default="Q2_K")
     ap.add_argument("--chunks", type=int, default=None)
+    ap.add_argument("--split", nargs="?", const="groups", default=None, metavar="ROLES",
+                    help="split our preset's gap to llama.cpp's by tensor role: the role groups, or each of ROLES")
     a = ap.parse_args()
-    print(run(models=tuple(a.models.split(",")), presets=tuple(a.presets.split(",")), chunks=a.chunks))
+    models, presets = tuple(a.models.split(",")), tuple(a.presets.split(","))
+    if a.split is None:
+        print(run(models=models, presets=presets, chunks=a.chunks))
+    else:
+        groups = GROUPS if a.split == "groups" else {r: (r,) for r in a.split.split(",")}
+        print(split(models=models, presets=presets, chunks=a.chunks, groups=groups))
 
 
 if __name__ == "__main__":
