@@ -39,9 +39,10 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gguf
 import numpy as np
@@ -49,6 +50,10 @@ import numpy as np
 from bench.bench_model_quant import DATA, Scores, evaluate_many, llama_quantize
 from bench.common import CACHE, REPO, smollm2_gguf
 from bench.degrid import SEED, degrid
+
+if TYPE_CHECKING:
+    from gguf_tools.gguf_file.reader import GGUFFile
+    from gguf_tools.gguf_file.writer import OutTensor
 
 Q = gguf.GGMLQuantizationType
 WORK = CACHE / "bench-plan"
@@ -115,7 +120,8 @@ def imatrix_for(ref: Path) -> Path:
 
 
 def _stem(ref: Path) -> str:
-    return ref.name.removesuffix(".f16.gguf")
+    """A file's name without ``.gguf`` and, for a reference, ``.f16``: the prefix of the files made from it."""
+    return ref.name.removesuffix(".gguf").removesuffix(".f16")
 
 
 def _tag(imat: Path | None) -> str:
@@ -144,10 +150,11 @@ def planner_available() -> bool:
     return "--target-size" in Path(cli.__file__).read_text(encoding="utf-8")
 
 
-def plan_command(ref: Path, dest: Path, target: int, imat: Path | None, verify: bool = True) -> list[str]:
-    """`gguf-tools quantize --target-size` as a user runs it (sensitivity on calibration.txt, cached)."""
-    cmd = [sys.executable, "-m", "gguf_tools.cli", "quantize", str(ref), str(dest), "--target-size", str(target),
-           "--calibration", str(DATA / "calibration.txt"), "--no-progress"]
+def plan_command(ref: Path, dest: Path | None, target: int, imat: Path | None, verify: bool = True) -> list[str]:
+    """`gguf-tools quantize --target-size` as a user runs it (sensitivity on calibration.txt, cached); ``dest`` None:
+    ``--plan``, the plan printed and nothing written."""
+    cmd = [sys.executable, "-m", "gguf_tools.cli", "quantize", str(ref), *([str(dest)] if dest else ["--plan"]),
+           "--target-size", str(target), "--calibration", str(DATA / "calibration.txt"), "--no-progress"]
     return cmd + (["--imatrix", str(imat)] if imat is not None else []) + ([] if verify else ["--no-verify"])
 
 
@@ -197,10 +204,8 @@ def typed_file(ref: Path, name: str, types: Callable[[str, tuple[int, ...], Q], 
     """``ref`` with each tensor at ``types(name, numpy shape, type in ref)``: the role experiments' files."""
     from gguf_tools.gguf_file.layout import numpy_shape
     from gguf_tools.gguf_file.reader import GGUFFile
-    from gguf_tools.gguf_file.writer import OutTensor, write_gguf
-    from gguf_tools.pipeline import add_quant_metadata
-    from gguf_tools.plan import get_preset
-    from gguf_tools.requantize import copy_metadata, produce
+    from gguf_tools.gguf_file.writer import OutTensor
+    from gguf_tools.requantize import produce
 
     dest = WORK / f"{_stem(ref)}-{name}.gguf"
     if dest.exists():
@@ -208,13 +213,24 @@ def typed_file(ref: Path, name: str, types: Callable[[str, tuple[int, ...], Q], 
     reader = GGUFFile.open(ref)
     tensors = [OutTensor(t.name, numpy_shape(t.shape), types(t.name, numpy_shape(t.shape), t.ggml_type))
                for t in reader.tensors]
+    write_like(dest, reader, tensors, produce(reader, tensors, {}, "default", THREADS))
+    return dest
+
+
+def write_like(dest: Path, base: GGUFFile, tensors: list[OutTensor], data: Iterable[np.ndarray],
+               preset: str = "Q4_K_M") -> None:
+    """``tensors`` with ``data`` to ``dest``, with ``base``'s metadata and ``preset``'s quantization keys: an
+    experiment's file that llama.cpp loads like ``base``."""
+    from gguf_tools.gguf_file.writer import write_gguf
+    from gguf_tools.pipeline import add_quant_metadata
+    from gguf_tools.plan import get_preset
+    from gguf_tools.requantize import copy_metadata
 
     def add_metadata(w: gguf.GGUFWriter) -> None:
-        copy_metadata(reader, w)
-        add_quant_metadata(w, get_preset("Q4_K_M"), tensors, None, "default")
+        copy_metadata(base, w)
+        add_quant_metadata(w, get_preset(preset), tensors, None, "default")
 
-    write_gguf(dest, reader.architecture, add_metadata, tensors, produce(reader, tensors, {}, "default", THREADS))
-    return dest
+    write_gguf(dest, base.architecture, add_metadata, tensors, data)
 
 
 def spliced_file(ref: Path, donor: Path, name: str, from_donor: Callable[[str], bool]) -> Path:
@@ -222,10 +238,7 @@ def spliced_file(ref: Path, donor: Path, name: str, from_donor: Callable[[str], 
     Splits a file's damage between its tensors: each part measured with the rest exact."""
     from gguf_tools.gguf_file.layout import numpy_shape
     from gguf_tools.gguf_file.reader import GGUFFile
-    from gguf_tools.gguf_file.writer import OutTensor, write_gguf
-    from gguf_tools.pipeline import add_quant_metadata
-    from gguf_tools.plan import get_preset
-    from gguf_tools.requantize import copy_metadata
+    from gguf_tools.gguf_file.writer import OutTensor
 
     dest = WORK / f"{_stem(ref)}-{name}.gguf"
     if dest.exists():
@@ -234,12 +247,7 @@ def spliced_file(ref: Path, donor: Path, name: str, from_donor: Callable[[str], 
     given = {t.name: t for t in other.tensors}
     picked = [(other, given[t.name]) if from_donor(t.name) else (base, t) for t in base.tensors]
     tensors = [OutTensor(t.name, numpy_shape(t.shape), t.ggml_type) for _, t in picked]
-
-    def add_metadata(w: gguf.GGUFWriter) -> None:
-        copy_metadata(base, w)
-        add_quant_metadata(w, get_preset("Q4_K_M"), tensors, None, "default")
-
-    write_gguf(dest, base.architecture, add_metadata, tensors, (f.data(t) for f, t in picked))
+    write_like(dest, base, tensors, (f.data(t) for f, t in picked))
     return dest
 
 
@@ -622,15 +630,13 @@ def part_cost(src: Source, kind: str, runs: int = 3) -> str:
              "--no-progress"]
     size = int(ours_file(ref, "Q4_K_M", None).stat().st_size * 0.9)
     env = {**os.environ, "GGUF_TOOLS_CACHE": str(tmp / "sens")}
-    replan = [sys.executable, "-m", "gguf_tools.cli", "quantize", str(ref), "--plan", "--target-size",
-              str(int(size * 0.94)), "--calibration", str(DATA / "calibration.txt"), "--no-progress"]
     got: dict[str, list[dict]] = {"plain": [], "cold": [], "cached": [], "replan": []}
     for i in range(runs):
         got["plain"].append(measure_all(plain))
         shutil.rmtree(tmp / "sens", ignore_errors=True)
         got["cold"].append(measure_all(plan_command(ref, tmp / "plan.gguf", size, None), env=env))
         got["cached"].append(measure_all(plan_command(ref, tmp / "plan2.gguf", int(size * 0.97), None), env=env))
-        got["replan"].append(measure_all(replan, env=env))
+        got["replan"].append(measure_all(plan_command(ref, None, int(size * 0.94), None), env=env))
         log(f"cost round {i + 1}: " + ", ".join(f"{k} {v[-1]['wall']:.1f} s wall / {v[-1]['cpu']:.1f} s CPU"
                                                 for k, v in got.items()))
     med = {k: {m: float(np.median([r[m] for r in v])) for m in ("wall", "cpu")} for k, v in got.items()}

@@ -28,11 +28,13 @@ from bench.bench_plan import (
     THREADS,
     WORK,
     _role,
+    _stem,
     llama_file,
     log,
     ours_file,
     reference,
     spliced_file,
+    write_like,
 )
 from gguf_tools.plan import Q
 
@@ -60,12 +62,11 @@ def weighted_file(ref: Path, preset: str, weighting: str) -> Path:
     from gguf_tools.engine.kernels import dequantize
     from gguf_tools.gguf_file.layout import numpy_shape
     from gguf_tools.gguf_file.reader import GGUFFile
-    from gguf_tools.gguf_file.writer import OutTensor, write_gguf
-    from gguf_tools.pipeline import add_quant_metadata
-    from gguf_tools.plan import get_preset, plan_gguf
-    from gguf_tools.requantize import copy_metadata, produce
+    from gguf_tools.gguf_file.writer import OutTensor
+    from gguf_tools.plan import plan_gguf
+    from gguf_tools.requantize import produce
 
-    dest = WORK / "weighting" / f"{ref.name.removesuffix('.f16.gguf')}-{preset}-{weighting}.gguf"
+    dest = WORK / "weighting" / f"{_stem(ref)}-{preset}-{weighting}.gguf"
     if dest.exists():
         return dest
     dest.parent.mkdir(exist_ok=True)
@@ -73,21 +74,13 @@ def weighted_file(ref: Path, preset: str, weighting: str) -> Path:
     reader = GGUFFile.open(ref)
     plan = plan_gguf(reader, preset)
     tensors = [OutTensor(t.name, numpy_shape(t.shape), plan[t.name]) for t in reader.tensors]
-
-    def data():
-        for src, out, shipped in zip(reader.tensors, tensors, produce(reader, tensors, {}, "default", THREADS)):
-            if src.ggml_type == out.qtype or out.qtype in (Q.F16, Q.F32, Q.BF16):
-                yield shipped
-            else:
-                n = out.shape[-1]
-                rows = reader.data(src).reshape(-1, n if src.ggml_type in (Q.F16, Q.F32) else -1)
-                yield _encode(dequantize(src.ggml_type, rows, (rows.shape[0], n)), out.qtype, weighting)
-
-    def add_metadata(w: gguf.GGUFWriter) -> None:
-        copy_metadata(reader, w)
-        add_quant_metadata(w, get_preset(preset), tensors, None, "default")
-
-    write_gguf(dest, reader.architecture, add_metadata, tensors, data())
+    weighted = {}   # produce()'s already-encoded tensors: it copies and converts the rest as for our preset
+    for src, out in zip(reader.tensors, tensors):
+        if src.ggml_type != out.qtype and out.qtype not in (Q.F16, Q.F32, Q.BF16):
+            rows = reader.data(src).reshape(int(np.prod(out.shape[:-1])), -1)
+            w = dequantize(src.ggml_type, rows, (rows.shape[0], out.shape[-1]))
+            weighted[src.name, out.qtype] = _encode(w, out.qtype, weighting)
+    write_like(dest, reader, tensors, produce(reader, tensors, {}, "default", THREADS, known=weighted), preset)
     return dest
 
 
